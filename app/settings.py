@@ -1,0 +1,77 @@
+"""All runtime settings in one object, read once from the environment (prefix ``MAMMOGEN_``).
+
+Only `app` reads settings; it passes what workers and models need down as plain arguments, so
+`workers` and `models` never read the environment themselves.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Where the demo bundles live inside the repository (shipped by the training issue).
+DEMO_BUNDLE_DIR = Path(__file__).resolve().parent.parent / "models" / "demo_bundles"
+
+
+class Settings(BaseSettings):
+    """Service and CLI configuration. Every field can be set as ``MAMMOGEN_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAMMOGEN_",
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+    )
+
+    # Queue and storage.
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL, e.g. redis://127.0.0.1:6379/0. Unset: `mammogen serve` embeds one.",
+    )
+    queue_name: str = "mammogen"
+    result_dir: Path = Field(default=Path("results"), description="Result store (may be a shared volume).")
+    result_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="How long results are kept.")
+
+    # Models.
+    mambo_bundle: Path | None = Field(
+        default=None, description="MAMBO checkpoint bundle folder; unset: the shipped demo bundle."
+    )
+    dualview_bundle: Path | None = Field(
+        default=None, description="Dual-view checkpoint bundle folder; unset: the shipped demo bundle."
+    )
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    # API.
+    api_key: SecretStr | None = Field(default=None, description="If set, required as X-API-Key.")
+    max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=8192 * 8192, gt=0)
+    max_image_side: int = Field(default=8192, gt=0)
+    max_queue_length: int = Field(default=100, gt=0)
+
+    # Jobs.
+    job_timeout_s: int = Field(default=6 * 3600, gt=0, description="Hard limit for one job.")
+    job_retries: int = Field(default=1, ge=0)
+    heartbeat_s: int = Field(default=10, gt=0, description="Worker heartbeat interval.")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "mps") and not (v == "cuda" or v.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {v!r}")
+        return v
+
+    def bundle_path(self, kind: Literal["mambo", "dualview"]) -> Path:
+        """The configured bundle for a model family, falling back to the shipped demo bundle."""
+        explicit = self.mambo_bundle if kind == "mambo" else self.dualview_bundle
+        return explicit if explicit is not None else DEMO_BUNDLE_DIR / f"demo-{kind}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,124 @@
+"""Typed errors: each maps to exactly one HTTP status and one CLI exit code, here and nowhere else.
+
+`models` stays free of web code; the numbers below are plain ints that the API (`app`) and the CLI
+read off the exception class, so a new error kind is added in one place.
+"""
+
+from __future__ import annotations
+
+
+class MammogenError(Exception):
+    """Base of every error mammogen raises on purpose."""
+
+    http_status: int = 500
+    exit_code: int = 1
+    code: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"error": self.code, "detail": self.message}
+
+
+class BadInputError(MammogenError):
+    """The caller's input (parameters, image file) cannot be used; retrying will not help."""
+
+    http_status = 422
+    exit_code = 3
+    code = "bad_input"
+
+
+class UnsupportedMediaError(BadInputError):
+    """The uploaded file is not a DICOM or PNG/TIFF image we can read."""
+
+    http_status = 415
+    code = "unsupported_media"
+
+
+class PayloadTooLargeError(BadInputError):
+    """An upload or an image (bytes, pixels, dimensions) exceeds the configured bounds."""
+
+    http_status = 413
+    code = "payload_too_large"
+
+
+class BundleNotFoundError(MammogenError):
+    """The checkpoint bundle a job needs is not configured or not on disk."""
+
+    http_status = 503
+    exit_code = 4
+    code = "bundle_missing"
+
+
+class BundleIntegrityError(MammogenError):
+    """A bundle's files do not match its manifest (hash, kind, version): refuse to serve it."""
+
+    http_status = 500
+    exit_code = 5
+    code = "bundle_integrity"
+
+
+class CancelledError(MammogenError):
+    """The job was cancelled by the user; raised between denoising steps."""
+
+    http_status = 409
+    exit_code = 6
+    code = "cancelled"
+
+
+class OutOfMemoryError(MammogenError):
+    """The device ran out of memory; smaller chunks or another device may succeed."""
+
+    http_status = 507
+    exit_code = 7
+    code = "out_of_memory"
+
+
+class NotBuiltError(MammogenError):
+    """A feature announced in the CLI/API that this version does not implement yet."""
+
+    http_status = 501
+    exit_code = 8
+    code = "not_built"
+
+
+class QueueFullError(MammogenError):
+    """The job queue is at its configured bound; the client should retry later."""
+
+    http_status = 429
+    exit_code = 9
+    code = "queue_full"
+
+
+class UnauthorizedError(MammogenError):
+    """Missing or wrong API key."""
+
+    http_status = 401
+    exit_code = 10
+    code = "unauthorized"
+
+
+class JobNotFoundError(MammogenError):
+    """No job (or result file) with that id exists, or it has expired."""
+
+    http_status = 404
+    exit_code = 11
+    code = "not_found"
+
+
+ALL_ERRORS: tuple[type[MammogenError], ...] = (
+    MammogenError,
+    BadInputError,
+    UnsupportedMediaError,
+    PayloadTooLargeError,
+    BundleNotFoundError,
+    BundleIntegrityError,
+    CancelledError,
+    OutOfMemoryError,
+    NotBuiltError,
+    QueueFullError,
+    UnauthorizedError,
+    JobNotFoundError,
+)

@@ -1,0 +1,1 @@
+"""From a folder of mammograms (DICOM, PNG, TIFF) to checkpoint bundles; procedural phantoms."""

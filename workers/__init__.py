@@ -1,0 +1,1 @@
+"""Queue side: the RQ worker that holds loaded bundles, job functions, result store, progress and cancel."""
