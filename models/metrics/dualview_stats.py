@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from models.errors import BadInputError
 from models.imaging.mask import breast_mask
 from models.intensity import IntensityMapping
+from models.metrics import segmentation
 
 #: The paper's percentile clip (0.5th / 99.5th), applied per image before Otsu.
 PERCENTILE_CLIP = IntensityMapping(raw_window="percentile", lo_percentile=0.5, hi_percentile=99.5)
@@ -45,22 +47,15 @@ def view_mask(image: np.ndarray) -> np.ndarray:
     return breast_mask(clipped, otsu_factor=OTSU_FACTOR, blur_fraction=0.0)
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """|A ∩ B| / |A ∪ B|; NaN when both masks are empty (0/0)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    if a.shape != b.shape:
-        raise ValueError(f"masks differ in shape: {a.shape} vs {b.shape}")
-    union = int(np.logical_or(a, b).sum())
-    return float("nan") if union == 0 else int(np.logical_and(a, b).sum()) / union
+def mask_overlap(cc_mask: np.ndarray, mlo_mask: np.ndarray) -> tuple[float, float]:
+    """(IoU, Dice) of two view masks; (NaN, NaN) when both are empty.
 
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """2 |A ∩ B| / (|A| + |B|); NaN when both masks are empty (0/0)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    if a.shape != b.shape:
-        raise ValueError(f"masks differ in shape: {a.shape} vs {b.shape}")
-    total = int(a.sum()) + int(b.sum())
-    return float("nan") if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+    The formulas are `models.metrics.segmentation`'s; only the 0/0 case differs on purpose: there two
+    empty masks agree perfectly (no lesion, none found), here they mean no breast was found at all.
+    """
+    if not np.any(cc_mask) and not np.any(mlo_mask):
+        return float("nan"), float("nan")
+    return segmentation.iou(cc_mask, mlo_mask), segmentation.dice(cc_mask, mlo_mask)
 
 
 @dataclass(frozen=True)
@@ -81,9 +76,9 @@ class PairOverlap:
 def pair_overlap(cc: np.ndarray, mlo: np.ndarray, pair_id: str = "") -> PairOverlap:
     """Masks both views (same size and orientation expected) and compares them."""
     if cc.shape != mlo.shape:
-        raise ValueError(f"pair {pair_id!r}: CC {cc.shape} and MLO {mlo.shape} differ in size")
+        raise BadInputError(f"pair {pair_id!r}: CC {cc.shape} and MLO {mlo.shape} differ in size")
     m_cc, m_mlo = view_mask(cc), view_mask(mlo)
-    return PairOverlap(pair_id, iou(m_cc, m_mlo), dice(m_cc, m_mlo), float(m_cc.mean()), float(m_mlo.mean()))
+    return PairOverlap(pair_id, *mask_overlap(m_cc, m_mlo), float(m_cc.mean()), float(m_mlo.mean()))
 
 
 def describe(values: Sequence[float] | np.ndarray) -> dict[str, float]:
