@@ -1,0 +1,241 @@
+"""Checkpoint bundles: a folder with ``manifest.json`` + one diffusers ``save_pretrained`` folder per network.
+
+The manifest is the contract between training and serving: it records the geometry, intensity
+mapping and noise schedule the networks were trained with and the sha256 of every file, so a
+worker refuses a bundle that was altered or half-copied instead of serving garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from diffusers import UNet2DModel
+
+from models.errors import BundleIntegrityError, BundleNotFoundError
+from models.imaging.files import atomic_write, sha256_file
+from models.intensity import IntensityMapping
+
+BundleKind = Literal["mambo", "dualview"]
+FORMAT = "mammogen-bundle"
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+MANIFEST = "manifest.json"
+
+#: The networks each kind of bundle must hold, in pipeline order.
+NETWORKS: dict[str, tuple[str, ...]] = {
+    "mambo": ("global", "local", "patch"),
+    "dualview": ("dualview",),
+}
+
+DEFAULT_INTENDED_USE = "Research and software testing. Outputs are synthetic images, not for diagnostic use."
+
+
+def save_bundle(
+    out_dir: str | os.PathLike[str],
+    *,
+    kind: BundleKind,
+    name: str,
+    version: str,
+    networks: dict[str, UNet2DModel],
+    geometry: dict[str, Any],
+    intensity: IntensityMapping,
+    schedule: dict[str, Any],
+    training: dict[str, Any],
+    random_weights: bool,
+    description: str = "",
+    extra: dict[str, Any] | None = None,
+    intended_use: str = DEFAULT_INTENDED_USE,
+    overwrite: bool = False,
+) -> Path:
+    """Write a bundle atomically (built in a temp folder next to ``out_dir``, then renamed into place)."""
+    out = Path(out_dir)
+    _check_networks(kind, set(networks))
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        net_info: dict[str, Any] = {}
+        for net_name in NETWORKS[kind]:
+            unet = networks[net_name]
+            unet.save_pretrained(tmp / net_name, safe_serialization=True)
+            net_info[net_name] = {
+                "path": net_name,
+                "class": type(unet).__name__,
+                "in_channels": int(unet.config.in_channels),
+                "out_channels": int(unet.config.out_channels),
+                "sample_size": _as_int(unet.config.sample_size),
+                "parameters": sum(p.numel() for p in unet.parameters()),
+            }
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "version": version,
+            "kind": kind,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "random_weights": bool(random_weights),
+            "description": description,
+            "intended_use": intended_use,
+            "training": training,
+            "geometry": geometry,
+            "intensity": intensity.to_dict(),
+            "schedule": schedule,
+            "networks": net_info,
+            "files": files,
+            "extra": extra or {},
+        }
+        text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+        atomic_write(tmp / MANIFEST, lambda f: f.write(text.encode()))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+@dataclass
+class Bundle:
+    """A loaded (and, unless asked otherwise, verified) bundle; networks load lazily on request."""
+
+    path: Path
+    manifest: dict[str, Any]
+    verified: bool = False
+    _loaded: dict[tuple[str, str, str], UNet2DModel] = field(default_factory=dict, repr=False)
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+    @property
+    def geometry(self) -> dict[str, Any]:
+        return self.manifest["geometry"]
+
+    @property
+    def schedule(self) -> dict[str, Any]:
+        return self.manifest["schedule"]
+
+    @property
+    def intensity(self) -> IntensityMapping:
+        return IntensityMapping.from_dict(self.manifest["intensity"])
+
+    @property
+    def random_weights(self) -> bool:
+        return bool(self.manifest["random_weights"])
+
+    def load_network(
+        self, name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ) -> UNet2DModel:
+        """The named network in eval mode on ``device``/``dtype`` (cached per bundle object)."""
+        if name not in self.manifest["networks"]:
+            raise BundleIntegrityError(
+                f"bundle {self.path} has no network {name!r} (has {sorted(self.manifest['networks'])})"
+            )
+        key = (name, str(device), str(dtype))
+        if key not in self._loaded:
+            folder = self.path / self.manifest["networks"][name]["path"]
+            unet = UNet2DModel.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True)
+            self._loaded[key] = unet.to(device).eval().requires_grad_(False)
+        return self._loaded[key]
+
+    def verify(self) -> None:
+        """Recompute every file's sha256; raise BundleIntegrityError naming the first bad or missing file."""
+        for rel, digest in self.manifest["files"].items():
+            f = self.path / rel
+            if not f.is_file():
+                raise BundleIntegrityError(f"bundle {self.path}: file {rel} listed in the manifest is missing")
+            if sha256_file(f) != digest:
+                raise BundleIntegrityError(
+                    f"bundle {self.path}: sha256 of {rel} does not match the manifest (file altered or corrupt)"
+                )
+        self.verified = True
+
+    def summary(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "path": str(self.path),
+            "name": m["name"],
+            "version": m["version"],
+            "kind": m["kind"],
+            "created": m["created"],
+            "random_weights": m["random_weights"],
+            "description": m["description"],
+            "intended_use": m["intended_use"],
+            "verified": self.verified,
+            "geometry": m["geometry"],
+            "schedule": m["schedule"],
+            "networks": {
+                k: {kk: v[kk] for kk in ("in_channels", "out_channels", "sample_size", "parameters")}
+                for k, v in m["networks"].items()
+            },
+            "files": len(m["files"]),
+            "bytes": sum((self.path / rel).stat().st_size for rel in m["files"] if (self.path / rel).is_file()),
+            "training": m["training"],
+        }
+
+
+def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
+    """Read and check a bundle's manifest (and hashes unless ``verify=False``)."""
+    root = Path(path)
+    manifest_path = root / MANIFEST
+    if not root.is_dir() or not manifest_path.is_file():
+        raise BundleNotFoundError(
+            f"no checkpoint bundle at {root} (expected a folder with {MANIFEST}); make a random-weight one with "
+            f"`mammogen bundle create --preset tiny --random --out {root}` or train one with `mammogen train`"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleIntegrityError(f"bundle {root}: {MANIFEST} is not valid JSON ({exc})") from exc
+    if manifest.get("format") != FORMAT:
+        raise BundleIntegrityError(f"bundle {root}: format {manifest.get('format')!r} is not {FORMAT!r}")
+    if manifest.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
+        raise BundleIntegrityError(
+            f"bundle {root}: format_version {manifest.get('format_version')!r} is not supported "
+            f"(this mammogen reads {SUPPORTED_FORMAT_VERSIONS})"
+        )
+    if manifest.get("kind") not in NETWORKS:
+        raise BundleIntegrityError(f"bundle {root}: unknown kind {manifest.get('kind')!r}")
+    missing = [
+        k for k in ("name", "version", "geometry", "intensity", "schedule", "networks", "files") if k not in manifest
+    ]
+    if missing:
+        raise BundleIntegrityError(f"bundle {root}: manifest lacks {', '.join(missing)}")
+    try:
+        _check_networks(manifest["kind"], set(manifest["networks"]))
+    except ValueError as exc:
+        raise BundleIntegrityError(f"bundle {root}: {exc}") from exc
+    bundle = Bundle(path=root, manifest=manifest)
+    if verify:
+        bundle.verify()
+    return bundle
+
+
+def _check_networks(kind: str, names: set[str]) -> None:
+    if kind not in NETWORKS:
+        raise ValueError(f"unknown bundle kind {kind!r}; choose one of {sorted(NETWORKS)}")
+    if names != set(NETWORKS[kind]):
+        raise ValueError(f"a {kind} bundle holds networks {NETWORKS[kind]}, got {sorted(names)}")
+
+
+def _as_int(v: Any) -> int | list[int]:
+    return [int(x) for x in v] if isinstance(v, list | tuple) else int(v)
