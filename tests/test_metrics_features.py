@@ -36,7 +36,7 @@ class _InputProbe(torch.nn.Module):
 @pytest.fixture
 def probe_path(tmp_path):
     path = tmp_path / "probe.pt"
-    with warnings.catch_warnings():  # torch.jit.script is deprecated in torch 2.13; the FID weights still ship so
+    with warnings.catch_warnings():  # torch.jit.script is deprecated in torch 2.13; FID weights still ship as TorchScript
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.script(_InputProbe()).save(str(path))
     return path
