@@ -1,0 +1,142 @@
+"""Seam score: the paper's boundary MSE (§10) compared with the same statistic inside tiles.
+
+MAMBO §10 measures the mean squared difference between neighbouring pixels across stitching
+boundaries. On its own that number depends on the image's texture, so here it is divided by the
+same statistic on neighbouring pixel pairs away from any boundary: a seamless image scores ~1,
+a visible seam scores well above 1. Boundaries are plain row/column positions (a boundary at
+``c`` separates columns ``c-1`` and ``c``), so any stitcher and any grid can be scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SeamStats:
+    boundary_mse: float  # mean (x[c] - x[c-1])² over boundary pairs (the paper's number)
+    interior_mse: float  # the same over pairs at least `margin` away from any boundary
+    ratio: float  # boundary / interior: ~1 seamless, >1 seams
+    worst_line_ratio: float  # the worst single boundary line, so one bad seam is not averaged away
+    boundary_pairs: int
+    interior_pairs: int
+
+
+@dataclass(frozen=True)
+class SeamScore:
+    overall: SeamStats
+    rows: SeamStats | None  # horizontal seams (boundaries between rows)
+    cols: SeamStats | None  # vertical seams
+
+    def to_dict(self) -> dict[str, dict[str, float | int] | None]:
+        return {k: (asdict(v) if v is not None else None) for k, v in vars(self).items()}
+
+
+def _pairs(image: np.ndarray, mask: np.ndarray | None, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Squared differences between neighbours along ``axis`` (pair k = (k, k+1)) and which pairs count."""
+    d2 = np.diff(image, axis=axis) ** 2
+    if mask is None:
+        valid = np.ones(d2.shape, bool)
+    else:
+        valid = mask[:-1, :] & mask[1:, :] if axis == 0 else mask[:, :-1] & mask[:, 1:]
+    # Put the pair index on axis 0: shape (n_pairs, other).
+    return (d2, valid) if axis == 0 else (d2.T, valid.T)
+
+
+def _direction(d2: np.ndarray, valid: np.ndarray, boundaries: Sequence[int], margin: int) -> SeamStats | None:
+    n_pairs = d2.shape[0]
+    lines = sorted({int(b) - 1 for b in boundaries if 0 < int(b) <= n_pairs})  # pair index across boundary b
+    if not lines:
+        return None
+    near = np.zeros(n_pairs, bool)
+    for k in lines:
+        near[max(k - margin, 0) : k + margin + 1] = True
+    inner_vals = d2[~near][valid[~near]]
+    b_vals = d2[lines][valid[lines]]
+    interior = float(inner_vals.mean()) if inner_vals.size else float("nan")
+    per_line = [float(d2[k][valid[k]].mean()) for k in lines if valid[k].any()]
+    boundary = float(b_vals.mean()) if b_vals.size else float("nan")
+    return SeamStats(
+        boundary_mse=boundary,
+        interior_mse=interior,
+        ratio=_safe_ratio(boundary, interior),
+        worst_line_ratio=_safe_ratio(max(per_line), interior) if per_line else float("nan"),
+        boundary_pairs=int(b_vals.size),
+        interior_pairs=int(inner_vals.size),
+    )
+
+
+def _safe_ratio(a: float, b: float) -> float:
+    if not np.isfinite(a) or not np.isfinite(b):
+        return float("nan")
+    if b == 0.0:
+        return 1.0 if a == 0.0 else float("inf")
+    return a / b
+
+
+def seam_score(
+    image: np.ndarray,
+    row_boundaries: Iterable[int],
+    col_boundaries: Iterable[int],
+    *,
+    mask: np.ndarray | None = None,
+    margin: int = 2,
+) -> SeamScore:
+    """Boundary MSE vs interior MSE for one 2-D image and its stitching grid.
+
+    ``mask`` (e.g. the breast mask) restricts both statistics to pixel pairs inside it, so the
+    skin line and the black background do not count as seams or texture. Pairs within ``margin``
+    pixels of a boundary are left out of the interior statistic.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"seam_score expects a 2-D image, got shape {img.shape}")
+    if mask is not None and mask.shape != img.shape:
+        raise ValueError(f"mask shape {mask.shape} != image shape {img.shape}")
+    rows = _direction(*_pairs(img, mask, axis=0), list(row_boundaries), margin)
+    cols = _direction(*_pairs(img, mask, axis=1), list(col_boundaries), margin)
+    parts = [p for p in (rows, cols) if p is not None and p.boundary_pairs > 0]
+    if not parts:
+        raise ValueError("no stitching boundary crosses the image (or the mask)")
+    b_pairs = sum(p.boundary_pairs for p in parts)
+    i_pairs = sum(p.interior_pairs for p in parts)
+    boundary = sum(p.boundary_mse * p.boundary_pairs for p in parts) / b_pairs
+    interior = sum(p.interior_mse * p.interior_pairs for p in parts if p.interior_pairs) / max(i_pairs, 1)
+    if i_pairs == 0:
+        interior = float("nan")
+    overall = SeamStats(
+        boundary_mse=boundary,
+        interior_mse=interior,
+        ratio=_safe_ratio(boundary, interior),
+        worst_line_ratio=max(_safe_ratio(p.worst_line_ratio * p.interior_mse, interior) for p in parts),
+        boundary_pairs=b_pairs,
+        interior_pairs=i_pairs,
+    )
+    return SeamScore(overall=overall, rows=rows, cols=cols)
+
+
+def overlap_boundaries(tile_starts: Iterable[int], overlap: int) -> list[int]:
+    """Where seams can appear for tiles starting at ``tile_starts`` that overlap their predecessor.
+
+    A hard overwrite leaves its seam at a tile's start; replacement inpainting or blending leaves it
+    where the overlap band ends (start + overlap). Both edges are scored, so either kind is caught.
+    """
+    starts = sorted({int(s) for s in tile_starts if int(s) > 0})
+    return sorted({p for s in starts for p in (s, s + overlap)})
+
+
+def boundaries_from_geometry(grid: object) -> tuple[list[int], list[int]]:
+    """Row and column seam positions of a tile grid from ``models.geometry`` (MAMBO engineer's module).
+
+    Accepts any object exposing tile starts as ``row_starts``/``col_starts`` (or ``ys``/``xs``) and
+    an ``overlap``; kept duck-typed so this module does not import the geometry module.
+    """
+    rows = getattr(grid, "row_starts", None) or getattr(grid, "ys", None)
+    cols = getattr(grid, "col_starts", None) or getattr(grid, "xs", None)
+    overlap = getattr(grid, "overlap", None)
+    if rows is None or cols is None or overlap is None:
+        raise TypeError(f"{type(grid).__name__} does not expose tile starts and overlap")
+    return overlap_boundaries(rows, int(overlap)), overlap_boundaries(cols, int(overlap))
