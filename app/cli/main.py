@@ -35,7 +35,7 @@ COMMANDS: dict[str, Command] = {
     "phantoms": Command("write seeded procedural CC/MLO phantoms (DICOM + PNG)", None, 4),
     "ingest": Command("index a folder of DICOM/PNG/TIFF mammograms for training", None, 4),
     "evaluate": Command("evaluate generated images (FID/KID, seams, dual-view, SR, anomaly)", "app.cli.evaluate", 9),
-    "bench": Command("benchmarks: U-Net throughput and full-image generation", None, 8),
+    "bench": Command("benchmarks: U-Net throughput and full-image generation", "app.cli.bench", 8),
 }
 
 

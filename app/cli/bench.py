@@ -1,0 +1,170 @@
+"""``mammogen bench``: U-Net throughput, full-image generation against the reference, stitching counts.
+
+Every measurement is one JSON line on stdout (and appended to ``--out`` if given), so runs on
+different machines can be collected into docs/PERFORMANCE.md without parsing prose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from models.errors import BadInputError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("expected positive integers")
+    return values
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, default=None, help="also append the JSON lines to this file")
+
+
+def _add_acceleration(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("speed-ups (default: the reference configuration, fp32 NCHW eager)")
+    g.add_argument("--optimised", action="store_true", help="the measured-fastest configuration for the device")
+    g.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (network weights and activations)")
+    g.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    g.add_argument("--compile", dest="compile_mode", default=None, metavar="MODE", help="torch.compile mode")
+    g.add_argument("--attention", choices=("sdpa", "explicit"), default=None, help="attention kernel")
+    g.add_argument("--static-batches", action="store_true", help="pad batches to powers of two (for compile)")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
+
+    p = sub.add_parser("unet", help="forward passes/s, FLOPs per pass and TFLOP/s vs peak of a preset U-Net")
+    p.add_argument("--preset", default="paper", choices=("tiny", "small", "paper"))
+    p.add_argument("--batch-sizes", type=_ints, default=[1, 2, 4])
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--in-channels", type=int, default=3, help="3 for stages 2-3, 1 for stage 1")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per configuration (median reported)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--no-reference", action="store_true", help="skip the interleaved fp32 reference")
+    _add_acceleration(p)
+    _add_common(p)
+
+    p = sub.add_parser("counts", help="model evaluations and sequential depth per stitching mode (no model)")
+    p.add_argument("--height", type=int, default=3840)
+    p.add_argument("--width", type=int, default=3840)
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--max-batch", type=int, default=None, help="chunk size of one model call")
+    p.add_argument("--patch", type=int, default=256)
+    p.add_argument("--out", type=Path, default=None)
+
+    p = sub.add_parser("generate", help="one full image per configuration, timed per stage, vs the reference")
+    p.add_argument("--bundle", type=Path, default=None, help="a MAMBO bundle (default: random weights)")
+    p.add_argument("--preset", default=None, choices=("tiny", "small", "paper"), help="random-weight networks")
+    p.add_argument("--random", action="store_true", help="random weights of --preset (speed only)")
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--patch", type=int, default=None, help="patch size s of random networks (default: preset's)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--sampler", default="ddim", choices=("ddpm", "ddim", "dpmsolver"))
+    p.add_argument("--stitching", default="wavefront", choices=("raster", "wavefront", "fused"))
+    p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reference", action="store_true", help="also run raster/batch 1/fp32 in the same run")
+    _add_acceleration(p)
+    _add_common(p)
+
+
+def _device(args: argparse.Namespace) -> Any:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInputError("--device cuda requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def _acceleration(args: argparse.Namespace, device: Any) -> Any:
+    from models.acceleration import Acceleration
+
+    base = Acceleration.optimised_for(device) if args.optimised else Acceleration.reference()
+    changes: dict[str, Any] = {}
+    if args.dtype:
+        changes["dtype"] = args.dtype
+    if args.channels_last:
+        changes["channels_last"] = True
+    if args.compile_mode:
+        changes["compile_mode"] = args.compile_mode
+        changes["static_batches"] = True
+    if args.attention:
+        changes["sdpa"] = args.attention == "sdpa"
+    elif changes and not args.optimised:
+        changes["sdpa"] = True  # any speed-up request gets the fused attention unless told otherwise
+    if args.static_batches:
+        changes["static_batches"] = True
+    return Acceleration(**{**base.to_dict(), **changes})
+
+
+def _emit(row: dict[str, Any], out: Path | None) -> None:
+    line = json.dumps(row, default=str)
+    print(line, flush=True)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a") as fh:
+            fh.write(line + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.bench == "counts":
+        from models.benchmarks.counts import stitching_counts
+
+        for row in stitching_counts(args.height, args.width, args.steps, max_batch=args.max_batch, patch=args.patch):
+            _emit(row, args.out)
+        return 0
+    device = _device(args)
+    accel = _acceleration(args, device)
+    if args.bench == "unet":
+        from models.benchmarks.unet import bench_unet
+
+        rows = bench_unet(
+            args.preset,
+            args.batch_sizes,
+            accel,
+            size=args.size,
+            device=device,
+            in_channels=args.in_channels,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            compare_reference=not args.no_reference,
+        )
+    else:
+        from models.benchmarks.generation import bench_generate
+
+        if args.bundle is None and not (args.random and args.preset):
+            raise BadInputError("give --bundle PATH, or --preset NAME --random for random-weight networks")
+        rows = bench_generate(
+            bundle=args.bundle,
+            preset=args.preset if args.bundle is None else None,
+            height=args.height,
+            width=args.width,
+            patch=args.patch,
+            steps=args.steps,
+            sampler=args.sampler,
+            stitching=args.stitching,
+            max_batch=args.max_batch,
+            acceleration=accel,
+            reference=args.reference,
+            device=device,
+            seed=args.seed,
+        )
+    for row in rows:
+        _emit(row, args.out)
+    sys.stdout.flush()
+    return 0
