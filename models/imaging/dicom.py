@@ -249,14 +249,14 @@ def _now() -> tuple[str, str]:
 
 
 def _pixels(image01: np.ndarray, bits_stored: int) -> np.ndarray:
-    img = np.asarray(image01, dtype=np.float64)
+    img = np.asarray(image01, dtype=np.float32)  # float32 like to_uint16: DICOM and PNG16 pixels agree
     if img.ndim != 2 or img.size == 0:
         raise BadInputError(f"DICOM writers take a non-empty 2-D image, got shape {img.shape}")
     if not np.isfinite(img).all():
         raise BadInputError("image contains NaN or infinite values")
     if not 8 <= bits_stored <= 16:
         raise ValueError(f"bits_stored must be 8..16, got {bits_stored}")
-    return np.round(np.clip(img, 0.0, 1.0) * (2**bits_stored - 1)).astype(np.uint16)
+    return np.round(np.clip(img, 0.0, 1.0) * np.float32(2**bits_stored - 1)).astype(np.uint16)
 
 
 def _new_dataset(sop_class: UID, sop_instance: str) -> FileDataset:

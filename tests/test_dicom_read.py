@@ -1,0 +1,121 @@
+"""DICOM decoding on real radiographs from pydicom-data: MONOCHROME1, VOI LUT, compressed syntaxes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.data import get_testdata_file
+
+from models.errors import BadInputError, UnsupportedMediaError
+from models.imaging.dicom import dataset_to_image, decodable_syntaxes, laterality_of, parse_dataset, view_of
+from models.imaging.readers import read_image
+
+
+def _file(name: str) -> str:
+    path = get_testdata_file(name)
+    if path is None:
+        pytest.skip(f"{name} not shipped by the installed pydicom-data")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def rg1() -> tuple[np.ndarray, object]:
+    return read_image(_file("RG1_UNCR.dcm"))
+
+
+def test_monochrome1_is_inverted_so_dense_tissue_is_bright(rg1):
+    image, info = rg1
+    assert info.photometric == "MONOCHROME1"
+    raw = parse_dataset(_file("RG1_UNCR.dcm")).pixel_array.astype(np.float64)
+    # In MONOCHROME1 a high stored value is dark: after decoding, brightness must fall as raw rises.
+    corr = np.corrcoef(raw[::8, ::8].ravel(), image[::8, ::8].ravel())[0, 1]
+    assert corr < -0.95
+    # The chest radiograph's air-filled background (collimated corners aside) ends up dark, bone bright.
+    assert image.dtype == np.float32 and image.shape == (1955, 1841)
+    assert image.min() >= 0.0 and image.max() <= 1.0
+
+
+def test_voi_window_from_the_file_is_applied_linearly(rg1):
+    image, _ = rg1
+    ds = parse_dataset(_file("RG1_UNCR.dcm"))
+    raw = ds.pixel_array.astype(np.float64)
+    c, w = float(ds.WindowCenter), float(ds.WindowWidth)
+    bits = int(ds.BitsStored)
+    expected = np.clip(((raw - (c - 0.5)) / (w - 1) + 0.5), 0, 1) * (2**bits - 1) / (2**bits - 1)
+    np.testing.assert_allclose(image, 1.0 - expected, atol=2e-4)
+
+
+def test_narrow_window_clips_and_sigmoid_window_is_centred():
+    ds = parse_dataset(_file("RG3_UNCR.dcm"))
+    raw = ds.pixel_array.astype(np.float64)
+    centre = float(np.median(raw))
+    ds.WindowCenter, ds.WindowWidth = centre, 50.0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    narrow = dataset_to_image(ds)
+    assert (narrow[raw > centre + 30] == 1.0).all()
+    assert (narrow[raw < centre - 30] == 0.0).all()
+    ds.VOILUTFunction = "SIGMOID"
+    sig = dataset_to_image(ds)
+    at_centre = sig[raw == np.round(centre)]
+    assert at_centre.size and abs(float(at_centre.mean()) - 0.5) < 0.05
+    above = sig[raw == np.round(centre) + 20]  # PS3.3 C.11.2.1.3.1: 1 / (1 + exp(-4 (x - c) / w))
+    assert above.size and abs(float(above.mean()) - 1 / (1 + np.exp(-4 * (np.round(centre) + 20 - centre) / 50))) < 0.01
+    no_voi = dataset_to_image(ds, apply_voi=False)
+    np.testing.assert_allclose(no_voi, raw / (2 ** int(ds.BitsStored) - 1), atol=1e-6)
+
+
+@pytest.mark.parametrize(("compressed", "plain"), [("RG1_J2KR.dcm", "RG1_UNCR.dcm"), ("RG3_J2KR.dcm", "RG3_UNCR.dcm")])
+def test_lossless_jpeg2000_decodes_identical_to_uncompressed(compressed, plain):
+    a, info_a = read_image(_file(compressed))
+    b, _ = read_image(_file(plain))
+    assert info_a.transfer_syntax == "1.2.840.10008.1.2.4.90"
+    np.testing.assert_array_equal(a, b)
+
+
+def test_lossy_jpeg2000_is_close_to_uncompressed():
+    a, info = read_image(_file("RG1_J2KI.dcm"))
+    b, _ = read_image(_file("RG1_UNCR.dcm"))
+    assert info.transfer_syntax == "1.2.840.10008.1.2.4.91"
+    diff = np.abs(a - b)
+    assert diff.mean() < 0.005 and not np.array_equal(a, b)
+
+
+def test_rle_lossless_decodes_identical_to_uncompressed():
+    a, info = read_image(_file("MR_small_RLE.dcm"))
+    b, _ = read_image(_file("MR_small.dcm"))
+    assert info.transfer_syntax == "1.2.840.10008.1.2.5"
+    np.testing.assert_array_equal(a, b)
+
+
+def test_laterality_and_view_are_parsed_from_tags():
+    ds = parse_dataset(_file("RG3_UNCR.dcm"))
+    assert laterality_of(ds) == "R"
+    ds.ImageLaterality = "L"
+    assert laterality_of(ds) == "L"
+    ds.ViewPosition = "MLO"
+    assert view_of(ds) == "MLO"
+    ds.ViewPosition = "AP"
+    assert view_of(ds) == "other"
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    legacy = Dataset()
+    legacy.CodeValue, legacy.CodingSchemeDesignator = "R-10242", "SRT"
+    ds.ViewCodeSequence = Sequence([legacy])
+    assert view_of(ds) == "CC"  # a code wins over ViewPosition; legacy SNOMED RT accepted
+
+
+def test_undecodable_syntax_is_refused_with_its_name():
+    path = _file("JPGLosslessP14SV1_1s_1f_8b.dcm")
+    if "1.2.840.10008.1.2.4.70" in " ".join(decodable_syntaxes()):
+        pytest.skip("a JPEG Lossless plugin is installed here")
+    with pytest.raises(UnsupportedMediaError, match=r"1\.2\.840\.10008\.1\.2\.4\.70"):
+        read_image(path)
+
+
+def test_truncated_native_pixel_data_is_a_bad_input():
+    data = Path(_file("MR_small.dcm")).read_bytes()
+    with pytest.raises(BadInputError):
+        read_image(data[: len(data) - 1000])

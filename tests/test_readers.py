@@ -1,0 +1,135 @@
+"""read_image / probe_image: formats sniffed by content, hostile input refused with typed errors."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from models.errors import BadInputError, PayloadTooLargeError, UnsupportedMediaError
+from models.imaging.dicom import parse_dataset
+from models.imaging.files import write_png16
+from models.imaging.readers import probe_image, read_image, sniff_format
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _gradient(h: int = 48, w: int = 32) -> np.ndarray:
+    return np.linspace(0, 1, h * w, dtype=np.float32).reshape(h, w)
+
+
+def test_format_is_sniffed_from_content_not_extension(tmp_path):
+    png_named_dcm = tmp_path / "scan.dcm"
+    write_png16(png_named_dcm, _gradient())
+    image, info = read_image(png_named_dcm)
+    assert info.format == "png" and info.bits == 16
+    np.testing.assert_allclose(image, _gradient(), atol=1 / 65535)
+    dicom_named_png = tmp_path / "scan.png"
+    dicom_named_png.write_bytes(Path(get_testdata_file("MR_small.dcm")).read_bytes())
+    assert read_image(dicom_named_png)[1].format == "dicom"
+
+
+def test_8bit_png_and_16bit_tiff_are_scaled_by_their_bit_depth(tmp_path):
+    u8 = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    image, info = read_image(_png_bytes(u8))
+    assert info.bits == 8
+    np.testing.assert_allclose(image, u8 / 255.0, atol=1e-6)
+    u16 = (np.arange(64 * 40, dtype=np.uint32) * 25 % 65536).astype(np.uint16).reshape(64, 40)
+    buf = io.BytesIO()
+    Image.fromarray(u16).save(buf, format="TIFF")
+    image, info = read_image(buf.getvalue())
+    assert (info.format, info.bits, info.height, info.width) == ("tiff", 16, 64, 40)
+    np.testing.assert_allclose(image, u16 / 65535.0, atol=1e-6)
+
+
+def test_rgb_png_is_read_as_gray():
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 0] = 255
+    image, info = read_image(_png_bytes(rgb))
+    assert image.shape == (8, 8) and info.photometric == "RGB"
+    np.testing.assert_allclose(image, 1 / 3, atol=1e-6)
+
+
+def test_empty_text_and_other_formats_are_refused_with_a_reason():
+    with pytest.raises(BadInputError, match="empty"):
+        read_image(b"")
+    with pytest.raises(UnsupportedMediaError, match="unrecognised"):
+        read_image(b"patient,age\n1,50\n" * 20)
+    with pytest.raises(UnsupportedMediaError, match="JPEG"):
+        sniff_format(b"\xff\xd8\xff\xe0" + b"\0" * 200)
+
+
+def test_truncated_png_and_dicom_are_bad_input():
+    png = _png_bytes((np.random.default_rng(0).random((64, 64)) * 65535).astype(np.uint16))
+    with pytest.raises(BadInputError):
+        read_image(png[: len(png) // 2])
+    with pytest.raises(BadInputError):
+        probe_image(png[: len(png) // 2])
+    dcm = Path(get_testdata_file("RG3_UNCR.dcm")).read_bytes()
+    with pytest.raises(BadInputError, match="truncated"):
+        probe_image(dcm[: len(dcm) // 2])
+    with pytest.raises(BadInputError):
+        read_image(dcm[:300])  # header cut mid-element
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims a size but whose data is one tiny chunk: nothing should decode it."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    out = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    idat = b"IDAT" + zlib.compress(b"\0" * 16)
+    return out + struct.pack(">I", len(idat) - 4) + idat + struct.pack(">I", zlib.crc32(idat))
+
+
+def test_oversized_images_are_refused_before_decoding():
+    huge = _png_header_only(60000, 60000)
+    with pytest.raises(PayloadTooLargeError):
+        probe_image(huge)
+    with pytest.raises(PayloadTooLargeError):
+        read_image(huge)
+    with pytest.raises(PayloadTooLargeError, match="longest side"):
+        read_image(_png_bytes(np.zeros((20, 300), np.uint8)), max_side=256)
+    ds_bytes = Path(get_testdata_file("RG1_UNCR.dcm")).read_bytes()
+    with pytest.raises(PayloadTooLargeError):
+        probe_image(ds_bytes, max_pixels=1000 * 1000)
+
+
+def test_hostile_dicom_headers_are_bad_input(tmp_path):
+    ds = parse_dataset(get_testdata_file("MR_small.dcm"))
+    ds.Rows = 0
+    path = tmp_path / "zero.dcm"
+    ds.save_as(path)
+    with pytest.raises(BadInputError, match="dimensions"):
+        probe_image(path.read_bytes())
+    ds = parse_dataset(get_testdata_file("MR_small.dcm"))
+    ds.NumberOfFrames = 4
+    ds.save_as(path)
+    with pytest.raises(BadInputError):
+        read_image(path)
+
+
+def test_probe_matches_read_for_dicom_without_decoding():
+    data = Path(get_testdata_file("RG1_J2KR.dcm")).read_bytes()
+    info = probe_image(data)
+    assert (info.height, info.width, info.bits, info.photometric) == (1955, 1841, 15, "MONOCHROME1")
+    assert info.transfer_syntax == "1.2.840.10008.1.2.4.90" and info.study_uid
+    assert "PixelData" not in info.dataset  # the kept header is small
+
+
+def test_non_image_dicom_is_unsupported(tmp_path):
+    ds = parse_dataset(get_testdata_file("MR_small.dcm"))
+    del ds.PixelData
+    path = tmp_path / "noimage.dcm"
+    ds.save_as(path)
+    with pytest.raises(UnsupportedMediaError, match="no pixel data"):
+        read_image(path)
