@@ -24,8 +24,8 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "serve": Command("run the API and one worker (embeds Redis when none is configured)", None, 7),
-    "worker": Command("run one GPU/CPU worker that loads the bundles once and takes jobs", None, 7),
+    "serve": Command("run the API and one worker (embeds Redis when none is configured)", "app.cli.serve", 7),
+    "worker": Command("run one GPU/CPU worker that loads the bundles once and takes jobs", "app.cli.worker", 7),
     "generate": Command("generate full-resolution mammograms with the MAMBO ensemble", None, 3),
     "bundle": Command("create and inspect checkpoint bundles", None, 3),
     "dualview": Command("generate CC + MLO pairs with the dual-view model", None, 5),
