@@ -75,28 +75,37 @@ def known_peak(name: str, dtype: torch.dtype) -> float | None:
     return None
 
 
-def measure_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 1024, repeats: int = 10) -> float:
-    """Best-of-``repeats`` TFLOP/s of an n x n matmul: the attainable peak where no data sheet applies (CPU)."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    a @ b  # warm-up: oneDNN/cuBLAS pick their kernels
-    best = float("inf")
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e12
+def measure_conv_tflops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+    """Attainable TFLOP/s of a dense 3x3 convolution (best of NCHW/NHWC and two shapes, best of ``repeats``).
+
+    The stand-in peak where no data sheet applies (CPU). A convolution, not a matmul, because U-Net
+    FLOPs are >99 % convolutions and on some CPUs (AMD with MKL) matmul takes a much slower path
+    than oneDNN's convolutions, which would make the "peak" lower than what the U-Net achieves.
+    """
+    best = 0.0
+    for channels, side in ((256, 64), (512, 32)):
+        x = torch.randn(1, channels, side, side, device=device).to(dtype)
+        w = torch.randn(channels, channels, 3, 3, device=device).to(dtype)
+        flops = 2 * channels * channels * 9 * side * side
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            xf, wf = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
+            torch.nn.functional.conv2d(xf, wf, padding=1)  # warm-up: the library picks its kernel
+            for _ in range(repeats):
+                synchronize(device)
+                start = time.perf_counter()
+                torch.nn.functional.conv2d(xf, wf, padding=1)
+                synchronize(device)
+                best = max(best, flops / (time.perf_counter() - start) / 1e12)
+    return best
 
 
 def device_peak(device: torch.device, dtype: torch.dtype) -> Peak:
-    """Data-sheet peak for known GPUs; on CPU (no meaningful data sheet) a measured matmul peak."""
+    """Data-sheet peak for known GPUs; on CPU (no meaningful data sheet) a measured convolution peak."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         value = known_peak(name, dtype)
         return Peak(value, f"data sheet ({name})" if value else f"unknown device {name}")
-    return Peak(measure_matmul_tflops(device, dtype), "measured 1024^2 matmul")
+    return Peak(measure_conv_tflops(device, dtype), "measured 3x3 conv (best of layouts)")
 
 
 def synchronize(device: torch.device) -> None:
@@ -145,8 +154,9 @@ def peak_memory(device: torch.device) -> Iterator[dict[str, int | str]]:
     """Peak memory of the enclosed block: CUDA allocator peak, or on CPU the process's peak RSS.
 
     The CPU figure resets the kernel's high-water mark (``/proc/self/clear_refs``) on entry, so it is
-    the peak of this block for the whole process (weights included); where that is not allowed the
-    lifetime peak is reported and ``kind`` says so.
+    the peak of this block for the whole process (weights included), and ``above_entry_bytes`` what the
+    block added over the RSS it started with; where the reset is not allowed the lifetime peak is
+    reported and ``kind`` says so.
     """
     result: dict[str, int | str] = {}
     if device.type == "cuda":
@@ -159,20 +169,23 @@ def peak_memory(device: torch.device) -> Iterator[dict[str, int | str]]:
         )
         return
     kind = "cpu peak RSS (VmHWM)"
+    entry = _vm_status_bytes("VmRSS:")
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
     except OSError:
         kind = "cpu lifetime peak RSS (VmHWM not resettable)"
     yield result
-    result.update(kind=kind, bytes=_vm_hwm_bytes())
+    peak = _vm_status_bytes("VmHWM:")
+    result.update(kind=kind, bytes=peak, above_entry_bytes=max(0, peak - entry))
 
 
-def _vm_hwm_bytes() -> int:
+def _vm_status_bytes(field: str) -> int:
+    """A /proc/self/status memory field in bytes (ru_maxrss where /proc is missing)."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
