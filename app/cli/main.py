@@ -28,7 +28,7 @@ COMMANDS: dict[str, Command] = {
     "worker": Command("run one GPU/CPU worker that loads the bundles once and takes jobs", "app.cli.worker", 7),
     "generate": Command("generate full-resolution mammograms with the MAMBO ensemble", None, 3),
     "bundle": Command("create and inspect checkpoint bundles", None, 3),
-    "dualview": Command("generate CC + MLO pairs with the dual-view model", None, 5),
+    "dualview": Command("generate CC + MLO pairs with the dual-view model", "app.cli.dualview", 5),
     "super-resolve": Command("super-resolve a low-resolution mammogram (DICOM or PNG)", None, 6),
     "anomaly-map": Command("anomaly map of a mammogram against a healthy model", None, 6),
     "train": Command("train a MAMBO stage or the dual-view model on a folder of mammograms", None, 4),
