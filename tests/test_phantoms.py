@@ -102,3 +102,40 @@ def test_density_controls_the_bright_tissue_fraction():
     dense = make_phantom_case(2, SIZE, density=0.5, laterality="L")
     m = sparse.cc.breast_mask
     assert dense.cc.image[m].mean() > sparse.cc.image[m].mean() + 0.03
+
+
+def test_phantoms_command_writes_mg_dicom_png_masks_and_manifest(tmp_path):
+    import csv
+    import json
+
+    from app.cli.main import main
+    from models.imaging.dicom import parse_dataset
+    from models.imaging.files import read_png
+    from models.imaging.readers import read_image
+
+    out = tmp_path / "ph"
+    rc = main(["phantoms", "--count", "2", "--out", str(out), "--lesions", "--size", "96x64", "--bits", "12"])
+    assert rc == 0
+    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    assert len(rows) == 4 and {r["view"] for r in rows} == {"CC", "MLO"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["count"] == 2 and manifest["lesions"] is True
+    by_case: dict[str, list] = {}
+    for row in rows:
+        ds = parse_dataset(out / row["dicom"])
+        assert ds.Modality == "MG" and ds.BitsStored == 12 and ds.ViewPosition == row["view"]
+        assert ds.ImageLaterality == row["laterality"] and (ds.Rows, ds.Columns) == (96, 64)
+        by_case.setdefault(row["case_id"], []).append(ds)
+        from_dicom, info = read_image(out / row["dicom"])
+        from_png = read_png(out / row["png"])
+        np.testing.assert_allclose(from_dicom, from_png, atol=1 / 4095)  # the same pixels in both formats
+        assert info.view == row["view"]
+        mask = read_png(out / row["lesion_mask"]) > 0.5
+        assert mask.any() == (int(row["n_lesions"]) > 0)
+        expected = make_phantom_case(int(row["seed"]), (96, 64), lesions=True)
+        view = expected.cc if row["view"] == "CC" else expected.mlo
+        np.testing.assert_array_equal(mask, view.lesion_mask)
+    for cc, mlo in by_case.values():  # one study (and series) per breast
+        assert cc.StudyInstanceUID == mlo.StudyInstanceUID and cc.SeriesInstanceUID == mlo.SeriesInstanceUID
+    studies = {group[0].StudyInstanceUID for group in by_case.values()}
+    assert len(studies) == 2
