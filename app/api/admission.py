@@ -1,0 +1,51 @@
+"""Checks every new job passes before it is queued: model available, size bounds, timeout sizing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request, Response
+
+from app.api.schemas import JobAccepted
+from app.api.state import ServiceState
+from models.errors import BundleNotFoundError, PayloadTooLargeError
+from workers.sizing import job_timeout_s
+from workers.submit import Submission
+from workers.watchdog import live_workers
+
+
+def ensure_model_available(state: ServiceState, bundle_kind: str) -> None:
+    """503 naming the bundle when no live worker has it loaded (or, with no worker yet, it is not on disk)."""
+    workers = live_workers(state.connection, state.queue.name)
+    if workers:
+        infos = [w.get("bundles", {}).get(bundle_kind) for w in workers]
+        if any(i and i.get("loaded") for i in infos):
+            return
+        reasons = sorted({f"{i.get('path')}: {i.get('error')}" for i in infos if i}) or ["not configured"]
+        raise BundleNotFoundError(f"no worker has the {bundle_kind} bundle loaded ({'; '.join(reasons)})")
+    path = state.settings.bundle_path(bundle_kind)  # type: ignore[arg-type]
+    if not (path / "manifest.json").is_file():
+        raise BundleNotFoundError(f"the {bundle_kind} bundle is missing: no manifest.json in {path}")
+
+
+def check_output_size(state: ServiceState, height: int | None, width: int | None, factor: int = 1) -> None:
+    s = state.settings
+    h, w = (height or 0) * factor, (width or 0) * factor
+    if max(h, w) > s.max_image_side:
+        raise PayloadTooLargeError(f"output {h}x{w} exceeds the longest side allowed ({s.max_image_side})")
+    if h * w > s.max_image_pixels:
+        raise PayloadTooLargeError(f"output {h}x{w} exceeds the pixel budget ({s.max_image_pixels})")
+
+
+def timeout_for(state: ServiceState, kind: str, params: dict[str, Any]) -> int:
+    return job_timeout_s(kind, params, state.settings.job_timeout_s)
+
+
+def accepted(request: Request, response: Response, sub: Submission) -> JobAccepted:
+    """202 + Location for a new job; a replayed idempotent POST answers 200 with the same job."""
+    location = f"{request.url_for('get_job', job_id=sub.job_id).path}"
+    response.headers["Location"] = location
+    response.status_code = 200 if sub.replayed else 202
+    if sub.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return JobAccepted(id=sub.job_id, status="queued", location=location, replayed=sub.replayed)

@@ -1,0 +1,33 @@
+"""The one place where typed errors become HTTP responses: ``{"error": code, "detail": message}``.
+
+Status codes come from the error classes in `models.errors` (``http_status``), so the API, the
+CLI and the job records agree on what each failure means.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from models.errors import MammogenError, QueueFullError, UnauthorizedError
+
+
+def error_response(exc: MammogenError) -> JSONResponse:
+    headers: dict[str, str] = {}
+    if isinstance(exc, QueueFullError):
+        headers["Retry-After"] = str(int(getattr(exc, "retry_after", 10)))
+    if isinstance(exc, UnauthorizedError):
+        headers["WWW-Authenticate"] = "ApiKey"
+    return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+
+
+async def _handle(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MammogenError)
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.rejected.labels(reason=exc.code).inc()
+    return error_response(exc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(MammogenError, _handle)

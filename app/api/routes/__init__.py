@@ -1,0 +1,1 @@
+"""One router per resource; routes are thin: validate, admit, enqueue or read."""

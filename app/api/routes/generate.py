@@ -1,0 +1,50 @@
+"""POST /generate: MAMBO full-resolution images or dual-view CC + MLO pairs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from app.api.admission import accepted, check_output_size, ensure_model_available, timeout_for
+from app.api.deps import ApiKeyDep, IdempotencyKeyDep, MetricsDep, StateDep
+from app.api.schemas import GenerateRequest, JobAccepted
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.post(
+    "/generate",
+    status_code=202,
+    response_model=JobAccepted,
+    summary="Queue a generation job",
+    responses={
+        200: {"description": "Replay of an earlier request with the same Idempotency-Key."},
+        202: {"description": "Queued; poll the Location."},
+        401: {"description": "Missing or wrong X-API-Key."},
+        413: {"description": "Requested image exceeds the configured size bounds."},
+        422: {"description": "Invalid parameters."},
+        429: {"description": "Queue full; retry after Retry-After seconds."},
+        503: {"description": "The model's bundle is missing."},
+    },
+)
+def generate(
+    body: GenerateRequest,
+    request: Request,
+    response: Response,
+    state: StateDep,
+    metrics: MetricsDep,
+    principal: ApiKeyDep,
+    idempotency_key: IdempotencyKeyDep = None,
+) -> JobAccepted:
+    check_output_size(state, body.height, body.width)
+    ensure_model_available(state, body.model)
+    params = body.model_dump()
+    sub = state.submitter.submit(
+        "generate",
+        params,
+        timeout_s=timeout_for(state, "generate", params),
+        idempotency=idempotency_key,
+        principal=principal,
+    )
+    if not sub.replayed:
+        metrics.submitted.labels(kind="generate").inc()
+    return accepted(request, response, sub)

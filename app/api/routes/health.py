@@ -1,0 +1,36 @@
+"""/healthz (the process answers) and /readyz (Redis reachable and at least one live worker)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.api.deps import StateDep
+from app.api.schemas import Health
+from workers.watchdog import live_workers
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness: the API process is up")
+def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    summary="Readiness: Redis reachable and at least one live worker on this queue",
+    responses={503: {"model": Health}},
+)
+def readyz(state: StateDep) -> Health | JSONResponse:
+    try:
+        state.connection.ping()
+        workers = len(live_workers(state.connection, state.queue.name))
+    except Exception as exc:
+        body = Health(status="unavailable", redis=False, queue=state.queue.name, detail=f"Redis: {exc}")
+        return JSONResponse(body.model_dump(), status_code=503)
+    if workers == 0:
+        body = Health(status="unavailable", redis=True, workers=0, queue=state.queue.name, detail="no live worker")
+        return JSONResponse(body.model_dump(), status_code=503)
+    return Health(status="ok", redis=True, workers=workers, queue=state.queue.name)

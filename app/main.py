@@ -1,0 +1,108 @@
+"""The FastAPI application: `create_app(settings)` builds it; ``app`` is what uvicorn imports.
+
+The API validates and enqueues; it never runs a model. Its lifespan opens the Redis connection,
+the queue, the result store and the watchdog thread that reaps jobs whose worker died.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+
+from app.api.errors import install_error_handlers
+from app.api.limits import BodyLimitMiddleware
+from app.api.metrics import Metrics
+from app.api.routes import generate, health, jobs, metrics, models, results, uploads
+from app.api.state import ServiceState
+from app.settings import Settings, get_settings
+from workers.queueing import connect, make_queue
+from workers.store import ResultStore
+from workers.submit import Submitter
+from workers.watchdog import Watchdog
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+DESCRIPTION = """\
+Synthetic mammography as a job service. `POST /generate`, `/super-resolve` or `/anomaly-map`
+answer **202** with a `Location`; poll `GET /jobs/{id}` (add `?wait=30` to long-poll) for status,
+stage, step, fraction, ETA and queue position; download results from the links it lists
+(16-bit PNG, NPY, DICOM marked SYNTHETIC - NOT FOR DIAGNOSTIC USE); `DELETE /jobs/{id}` cancels.
+Send `Idempotency-Key` to make a retried POST safe, `X-API-Key` when the server requires one.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app_metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        connection = connect(settings.redis_url or DEFAULT_REDIS_URL)
+        queue = make_queue(connection, settings.queue_name)
+        store = ResultStore(settings.result_dir)
+        submitter = Submitter(
+            queue,
+            max_queue_length=settings.max_queue_length,
+            result_ttl_s=settings.result_ttl_s,
+            retries=settings.job_retries,
+        )
+        app.state.service = ServiceState(settings, connection, queue, store, submitter)
+        app_metrics.watch_queue(queue)
+        watchdog = Watchdog(
+            [queue], store, interval_s=max(1.0, settings.heartbeat_s / 2), retention_s=settings.result_ttl_s
+        )
+        watchdog.start()
+        try:
+            yield
+        finally:
+            watchdog.stop()
+            connection.close()
+
+    app = FastAPI(
+        title="mammogen",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,
+    )
+    app.state.metrics = app_metrics
+    app.state.settings = settings
+    install_error_handlers(app)
+    for module in (generate, uploads, jobs, results, models, health, metrics):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        app_metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+        app_metrics.latency.labels(route).observe(time.perf_counter() - t0)
+        return response
+
+    def count_oversized() -> None:
+        app_metrics.rejected.labels(reason="payload_too_large").inc()
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, on_reject=count_oversized)
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mammogen")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> FastAPI:
+    """``app`` is built on first access, so importing this module reads no settings."""
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(name)

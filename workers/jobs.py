@@ -1,0 +1,227 @@
+"""The job functions RQ runs: plain importable functions taking one JSON-able ``params`` dict.
+
+Each one gets the process's loaded pipelines from `workers.runtime.current()`, passes progress
+and the cancel flag down as callbacks (`workers.progress.JobProgress`), writes its images to
+the result store atomically and returns only a manifest (file names, sizes, sha256, summary).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from rq import get_current_job
+
+from models.errors import NotBuiltError
+from workers.progress import JobProgress
+from workers.runtime import WorkerRuntime, current
+from workers.store import ResultFile, ResultStore
+
+
+def _start() -> tuple[Any, WorkerRuntime, JobProgress]:
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("job functions run inside an RQ worker")
+    rt = current()
+    progress = JobProgress(job, job.connection)
+    progress.set(progress={"stage": "starting", "step": 0, "total": 0, "fraction": 0.0, "eta_s": None})
+    from models.progress import Reporter
+
+    Reporter(cancel=progress.cancelled).check_cancel()  # cancelled while still queued: stop before loading
+    return job, rt, progress
+
+
+def _chest_wall(laterality: str) -> str:
+    return "right" if laterality == "R" else "left"
+
+
+def _write_image(
+    store: ResultStore,
+    job_id: str,
+    stem: str,
+    image: np.ndarray,
+    formats: list[str],
+    dicom: Callable[[Any], object] | None,
+) -> list[ResultFile]:
+    """One image in every requested format (float [0, 1] H x W)."""
+    files = []
+    if "png16" in formats:
+        files.append(store.write_png16(job_id, f"{stem}.png", image))
+    if "npy" in formats:
+        files.append(store.write_npy(job_id, f"{stem}.npy", image.astype(np.float32)))
+    if "dicom" in formats and dicom is not None:
+        files.append(store.write_with(job_id, f"{stem}.dcm", dicom))
+    return files
+
+
+def _manifest(files: list[ResultFile], summary: dict[str, Any], t0: float) -> dict[str, Any]:
+    summary = {**summary, "timings": {**summary.get("timings", {}), "job_s": round(time.perf_counter() - t0, 3)}}
+    return {"files": [f.to_dict() for f in files], "summary": summary}
+
+
+def _jsonable(stats: Any) -> dict[str, Any]:
+    import dataclasses
+    import json
+
+    if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
+        stats = dataclasses.asdict(stats)
+    if not isinstance(stats, dict):
+        stats = dict(getattr(stats, "__dict__", {}))
+    return json.loads(json.dumps(stats, default=str))
+
+
+# -- generation ---------------------------------------------------------------------------------
+def generate(params: dict[str, Any]) -> dict[str, Any]:
+    """MAMBO full-resolution images or dual-view CC + MLO pairs."""
+    t0 = time.perf_counter()
+    if params.get("model", "mambo") == "dualview":
+        return _generate_dualview(params, t0)
+    return _generate_mambo(params, t0)
+
+
+def _generate_dualview(params: dict[str, Any], t0: float) -> dict[str, Any]:
+    from models.dualview import DualViewPipeline
+    from models.imaging.dicom import write_dualview_pair
+
+    job, rt, progress = _start()
+    pipe = rt.pipeline("dualview", DualViewPipeline.from_bundle)
+    seed = params.get("seed")
+    seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy % (2**31))
+    lat = params.get("laterality", "R")
+    result = pipe(
+        int(params.get("count", 1)),
+        seed=seed,
+        num_inference_steps=int(params["steps"]),
+        sampler=params["sampler"],
+        eta=float(params.get("eta", 0.0)),
+        laterality=lat,
+        batch_size=int(params.get("max_batch") or 8),
+        callback=progress,
+        cancel=progress.cancelled,
+    )
+    formats = params["formats"]
+    files: list[ResultFile] = []
+    for i, (cc, mlo) in enumerate(zip(result.cc, result.mlo, strict=True)):
+        stem = f"pair{i:02d}"
+        files += _write_image(rt.store, job.id, f"{stem}_cc", cc, [f for f in formats if f != "dicom"], None)
+        files += _write_image(rt.store, job.id, f"{stem}_mlo", mlo, [f for f in formats if f != "dicom"], None)
+        if "dicom" in formats:
+            tmp = rt.store.job_dir(job.id) / f".{stem}-dicom"
+            cc_path, mlo_path = write_dualview_pair(
+                tmp,
+                cc,
+                mlo,
+                laterality=lat,
+                model_name=pipe.name,
+                model_version=pipe.version,
+                seed=result.seeds[i],
+                chest_wall=_chest_wall(lat),
+            )
+            for src, view in ((cc_path, "cc"), (mlo_path, "mlo")):
+                files.append(rt.store.write_bytes(job.id, f"{stem}_{view}.dcm", src.read_bytes()))
+                src.unlink()
+            tmp.rmdir()
+    summary = {
+        "model": {"kind": "dualview", "name": pipe.name, "version": pipe.version},
+        "seeds": result.seeds,
+        "laterality": lat,
+        "stats": _jsonable(result.stats),
+        "third_channel_error": [round(float(e), 5) for e in result.third_channel_error],
+    }
+    return _manifest(files, summary, t0)
+
+
+def _generate_mambo(params: dict[str, Any], t0: float) -> dict[str, Any]:
+    try:
+        from models.mambo import MamboPipeline
+    except ImportError as exc:
+        raise NotBuiltError(f"the MAMBO pipeline is not available in this version: {exc}") from exc
+    from models.imaging.dicom import write_synthetic_dicom
+
+    job, rt, progress = _start()
+    pipe = rt.pipeline("mambo", MamboPipeline.from_bundle)
+    bundle = rt.bundle("mambo")
+    base_seed = params.get("seed")
+    base_seed = int(base_seed) if base_seed is not None else int(np.random.SeedSequence().entropy % (2**31))
+    lat = params.get("laterality", "R")
+    files: list[ResultFile] = []
+    stats = []
+    count = int(params.get("count", 1))
+    for i in range(count):
+        seed = base_seed + i
+        kwargs: dict[str, Any] = {
+            "height": params.get("height"),
+            "width": params.get("width"),
+            "seed": seed,
+            "num_inference_steps": int(params["steps"]),
+            "sampler": params["sampler"],
+            "eta": float(params.get("eta", 0.0)),
+            "stitching": params.get("stitching", "wavefront"),
+            "chest_wall": _chest_wall(lat),
+            "callback": _offset_progress(progress, i, count, t0),
+            "cancel": progress.cancelled,
+        }
+        if params.get("max_batch"):
+            kwargs["max_batch"] = int(params["max_batch"])
+        result = pipe(**{k: v for k, v in kwargs.items() if v is not None})
+        image = np.asarray(result.image, dtype=np.float32)
+
+        def dicom(path: Any, image: np.ndarray = image, seed: int = seed) -> object:
+            return write_synthetic_dicom(
+                path,
+                image,
+                model_name=bundle.name,
+                model_version=bundle.version,
+                laterality=lat,
+                seed=seed,
+                chest_wall=_chest_wall(lat),
+                extra_description="MAMBO",
+            )
+
+        files += _write_image(rt.store, job.id, f"image{i:02d}", image, params["formats"], dicom)
+        stats.append(_jsonable(getattr(result, "stats", {})))
+    summary = {
+        "model": {"kind": "mambo", "name": bundle.name, "version": bundle.version},
+        "seeds": [base_seed + i for i in range(count)],
+        "laterality": lat,
+        "stats": stats,
+    }
+    return _manifest(files, summary, t0)
+
+
+def _offset_progress(progress: JobProgress, index: int, count: int, t0: float) -> Callable[[Any], None]:
+    """Progress of image ``index`` of ``count`` as a fraction (and ETA) of the whole job."""
+    from models.progress import Progress
+
+    def callback(p: Progress) -> None:
+        frac = (index + p.fraction) / count
+        elapsed = time.perf_counter() - t0
+        eta = elapsed * (1 - frac) / frac if frac > 0 else None
+        progress(Progress(p.stage, p.step, p.total, frac, elapsed, eta))
+
+    return callback
+
+
+# -- uploads ------------------------------------------------------------------------------------
+def _read_upload(rt: WorkerRuntime, job_id: str, params: dict[str, Any]) -> tuple[np.ndarray, Any]:
+    from models.imaging.readers import read_image
+
+    return read_image(rt.store.upload_path(job_id, params["input_name"]))
+
+
+def super_resolve(params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        from models.superres import SuperResolver  # noqa: F401
+    except ImportError as exc:
+        raise NotBuiltError(f"super-resolution is not available in this version: {exc}") from exc
+    raise NotBuiltError("super-resolution wiring is pending")
+
+
+def anomaly_map(params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        import models.anomaly_map  # noqa: F401
+    except ImportError as exc:
+        raise NotBuiltError(f"anomaly maps are not available in this version: {exc}") from exc
+    raise NotBuiltError("anomaly-map wiring is pending")

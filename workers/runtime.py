@@ -1,0 +1,117 @@
+"""What a worker process holds for its whole life: the result store and the loaded bundles.
+
+The worker (`workers.worker.MammogenWorker`) installs one `WorkerRuntime` at start-up and loads
+every configured bundle ONCE (verifying its hashes); job functions fetch it with `current()`.
+Nothing here reads the environment: `app/cli/worker.py` builds it from the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.errors import BundleNotFoundError, MammogenError
+from workers.store import ResultStore
+
+log = logging.getLogger(__name__)
+
+#: Which bundle kind each model name uses (super-resolution and anomaly maps reuse MAMBO's stages).
+BUNDLE_OF_MODEL = {"mambo": "mambo", "dualview": "dualview"}
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, dtype)
+
+
+@dataclass
+class WorkerRuntime:
+    store: ResultStore
+    bundle_paths: dict[str, Path]
+    device: str = "cpu"
+    dtype: str = "auto"
+    _bundles: dict[str, Any] = field(default_factory=dict)
+    _errors: dict[str, str] = field(default_factory=dict)
+    _pipelines: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.device = resolve_device(self.device)
+
+    def load_all(self) -> None:
+        """Load (and hash-check) every configured bundle now, so the first job pays nothing."""
+        for kind in self.bundle_paths:
+            try:
+                self.bundle(kind)
+            except MammogenError as exc:
+                log.warning("bundle %s not loaded: %s", kind, exc.message)
+
+    def bundle(self, kind: str) -> Any:
+        """The loaded bundle of ``kind``; BundleNotFoundError names what is missing."""
+        with self._lock:
+            if kind in self._bundles:
+                return self._bundles[kind]
+            path = self.bundle_paths.get(kind)
+            if path is None:
+                raise BundleNotFoundError(f"no {kind} bundle is configured on this worker")
+            try:
+                from models.bundle import load_bundle
+
+                bundle = load_bundle(path, verify=True)
+            except MammogenError as exc:
+                self._errors[kind] = exc.message
+                raise
+            except ImportError as exc:  # the model family is not built into this version
+                self._errors[kind] = f"models.bundle unavailable: {exc}"
+                raise BundleNotFoundError(f"{kind} bundle {path} cannot be loaded: {exc}") from exc
+            self._bundles[kind] = bundle
+            self._errors.pop(kind, None)
+            log.info("loaded %s bundle %s %s from %s", kind, bundle.name, bundle.version, path)
+            return bundle
+
+    def pipeline(self, kind: str, factory: Any) -> Any:
+        """A pipeline built once per process from the bundle of ``kind`` by ``factory(bundle, device, dtype)``."""
+        key = f"{kind}:{getattr(factory, '__qualname__', factory)}"
+        if key not in self._pipelines:
+            bundle = self.bundle(kind)
+            self._pipelines[key] = factory(bundle, device=self.device, dtype=resolve_dtype(self.dtype, self.device))
+        return self._pipelines[key]
+
+    def describe(self) -> dict[str, Any]:
+        bundles: dict[str, Any] = {}
+        for kind, path in self.bundle_paths.items():
+            if kind in self._bundles:
+                b = self._bundles[kind]
+                summary = b.summary() if hasattr(b, "summary") else {}
+                bundles[kind] = {"loaded": True, "path": str(path), **summary}
+            else:
+                bundles[kind] = {"loaded": False, "path": str(path), "error": self._errors.get(kind, "not loaded")}
+        return {"device": self.device, "dtype": self.dtype, "bundles": bundles}
+
+
+_current: WorkerRuntime | None = None
+
+
+def install(runtime: WorkerRuntime) -> None:
+    global _current
+    _current = runtime
+
+
+def current() -> WorkerRuntime:
+    if _current is None:
+        raise RuntimeError("no WorkerRuntime installed: job functions run inside `mammogen worker`")
+    return _current

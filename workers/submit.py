@@ -1,0 +1,144 @@
+"""Admission of new jobs: queue-length bound, idempotency keys, timeouts and the retry policy.
+
+The API calls this after validating a request; nothing here knows HTTP. The bound is exact
+under concurrency (WATCH on the queue list + MULTI), so 100 simultaneous POSTs never push the
+queue past ``max_queue_length``: each one is either enqueued or refused with QueueFullError.
+An idempotency key maps to one job id for ``idempotency_ttl_s``: a retried POST gets the first
+job back instead of running twice; the same key with other parameters is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import WatchError
+from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from models.errors import BadInputError, QueueFullError
+from workers.queueing import JOB_FUNCTIONS, SERIALIZER, idempotency_key
+
+
+@dataclass(frozen=True)
+class Submission:
+    job_id: str
+    replayed: bool  # True: an earlier request with the same idempotency key created this job
+
+
+def fingerprint(kind: str, params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([kind, params], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Submitter:
+    def __init__(
+        self,
+        queue: Queue,
+        *,
+        max_queue_length: int,
+        result_ttl_s: int,
+        retries: int,
+        retry_after_s: int = 10,
+        idempotency_ttl_s: int = 24 * 3600,
+    ) -> None:
+        self.queue = queue
+        self.max_queue_length = max_queue_length
+        self.result_ttl_s = result_ttl_s
+        self.retries = retries
+        self.retry_after_s = retry_after_s
+        self.idempotency_ttl_s = idempotency_ttl_s
+
+    def _queue_full(self) -> QueueFullError:
+        err = QueueFullError(
+            f"the job queue is full ({self.max_queue_length} jobs waiting); retry in {self.retry_after_s} s"
+        )
+        err.retry_after = self.retry_after_s  # type: ignore[attr-defined]
+        return err
+
+    def submit(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        *,
+        timeout_s: int,
+        idempotency: str | None = None,
+        principal: str = "",
+        prepare: Callable[[str], dict[str, Any]] | None = None,
+    ) -> Submission:
+        """Enqueue one job; ``prepare(job_id)`` (e.g. store the upload) runs only for a new job."""
+        if kind not in JOB_FUNCTIONS:
+            raise BadInputError(f"unknown job kind {kind!r}")
+        conn = self.queue.connection
+        job_id = new_job_id()
+        fp = fingerprint(kind, params)
+        idem = None
+        if idempotency:
+            digest = hashlib.sha256(f"{principal}\0{kind}\0{idempotency}".encode()).hexdigest()
+            idem = idempotency_key(self.queue.name, digest)
+            if not conn.set(idem, job_id, nx=True, ex=self.idempotency_ttl_s):
+                return self._replay(idem, fp)
+        try:
+            if self.queue.count >= self.max_queue_length:  # cheap early refusal; the bound below is exact
+                raise self._queue_full()
+            extra = prepare(job_id) if prepare is not None else {}
+            job = self.queue.create_job(
+                JOB_FUNCTIONS[kind],
+                kwargs={"params": {**params, **extra}},
+                job_id=job_id,
+                timeout=timeout_s,
+                result_ttl=self.result_ttl_s,
+                failure_ttl=self.result_ttl_s,
+                ttl=self.result_ttl_s,
+                retry=Retry(max=self.retries) if self.retries > 0 else None,
+                meta={"kind": kind, "fingerprint": fp, "submitted_at": time.time()},
+                description=f"{kind} {job_id}",
+            )
+            self._enqueue_bounded(job)
+        except BaseException:
+            if idem is not None:
+                conn.delete(idem)
+            raise
+        return Submission(job_id, replayed=False)
+
+    def _enqueue_bounded(self, job: Job) -> None:
+        with self.queue.connection.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(self.queue.key)
+                    if pipe.llen(self.queue.key) >= self.max_queue_length:
+                        raise self._queue_full()
+                    pipe.multi()
+                    self.queue.enqueue_job(job, pipeline=pipe)
+                    pipe.execute()
+                    return
+                except WatchError:
+                    continue
+
+    def _replay(self, idem: str, fp: str) -> Submission:
+        conn = self.queue.connection
+        deadline = time.monotonic() + 5.0
+        while True:
+            raw = conn.get(idem)
+            if raw is None:  # the first request failed and released the key: tell the client to retry
+                raise BadInputError("a request with this Idempotency-Key failed; send it again")
+            job_id = raw.decode()
+            try:
+                job = Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
+            except NoSuchJobError:
+                if time.monotonic() > deadline:
+                    raise BadInputError("the job of this Idempotency-Key has expired") from None
+                time.sleep(0.05)  # the first request is still enqueueing
+                continue
+            if job.meta.get("fingerprint") != fp:
+                raise BadInputError("this Idempotency-Key was already used with different parameters")
+            return Submission(job_id, replayed=True)

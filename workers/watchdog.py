@@ -1,0 +1,102 @@
+"""Find jobs whose worker died, and the workers that are alive.
+
+RQ's own abandoned-job scan runs in other workers' maintenance (every 600 s by default) and
+never runs when the only worker is the one that died. The API process therefore runs a
+`Watchdog` thread too: every few seconds it retries (if retries are left) or fails every job
+whose execution heartbeat expired, records why in the job meta, and prunes old results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+
+from workers.queueing import SERIALIZER, WORKER_ALIVE_PATTERN
+from workers.store import ResultStore
+
+log = logging.getLogger(__name__)
+
+WORKER_LOST = {
+    "error": "worker_lost",
+    "detail": "the worker running this job stopped sending heartbeats (killed, out of memory or host lost)",
+    "http_status": 500,
+}
+
+
+def reap_abandoned(queue: Queue) -> list[str]:
+    """Retry or fail the jobs of ``queue`` whose heartbeat expired; returns their ids."""
+    registry = StartedJobRegistry(queue.name, connection=queue.connection, serializer=SERIALIZER)
+    expired = registry.get_expired_job_ids()
+    if not expired:
+        return []
+    registry.cleanup()
+    for job_id in expired:
+        try:
+            job = Job.fetch(job_id, connection=queue.connection, serializer=SERIALIZER)
+        except NoSuchJobError:
+            continue
+        meta = job.get_meta()
+        meta["worker_lost"] = meta.get("worker_lost", 0) + 1
+        if job.get_status() == JobStatus.FAILED:
+            meta["error"] = WORKER_LOST
+        job.meta = meta
+        job.save_meta()
+        log.warning("job %s lost its worker: now %s", job_id, job.get_status())
+    return expired
+
+
+def live_workers(connection: Redis, queue_name: str | None = None) -> list[dict[str, Any]]:
+    """Workers whose alive key has not expired (optionally only those serving ``queue_name``)."""
+    found = []
+    for key in connection.scan_iter(match=WORKER_ALIVE_PATTERN, count=200):
+        raw = connection.get(key)
+        if raw is None:
+            continue
+        try:
+            info = json.loads(raw)
+        except ValueError:
+            continue
+        if queue_name is None or queue_name in info.get("queues", []):
+            found.append(info)
+    return sorted(found, key=lambda w: w.get("name", ""))
+
+
+class Watchdog(threading.Thread):
+    """Periodic reaping of abandoned jobs and clean-up of expired result files."""
+
+    def __init__(self, queues: list[Queue], store: ResultStore | None, interval_s: float, retention_s: float) -> None:
+        super().__init__(name="mammogen-watchdog", daemon=True)
+        self.queues = queues
+        self.store = store
+        self.interval_s = interval_s
+        self.retention_s = retention_s
+        self._stop_event = threading.Event()
+        self._last_cleanup = 0.0
+
+    def tick(self) -> None:
+        for q in self.queues:
+            reap_abandoned(q)
+        if self.store is not None and time.monotonic() - self._last_cleanup > min(3600.0, self.retention_s / 4):
+            self._last_cleanup = time.monotonic()
+            removed = self.store.cleanup(self.retention_s)
+            if removed:
+                log.info("removed %d expired result folders", len(removed))
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval_s):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("watchdog tick failed")
+
+    def stop(self) -> None:
+        self._stop_event.set()

@@ -1,0 +1,126 @@
+"""The RQ worker: a `SimpleWorker` that keeps the loaded bundles for its whole life.
+
+The default forking `Worker` reloads the checkpoints in every work horse and breaks CUDA after
+fork, so the job runs in this process. What `SimpleWorker` lacks, this class adds:
+
+- a heartbeat thread (`workers.heartbeat`) so a killed worker's job is reaped within
+  ``3 x heartbeat_s`` instead of after its whole job timeout;
+- failures recorded as ``{error, detail, http_status}`` in the job meta, from the typed errors;
+- the retry policy: only failures that another attempt can fix are retried (not bad input,
+  a missing bundle or a user's cancel); a cancelled job ends "stopped", never retried.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from types import TracebackType
+from typing import Any
+
+from rq import Queue
+from rq.executions import Execution
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+from rq.worker import SimpleWorker, WorkerStatus
+
+from models.errors import BadInputError, BundleIntegrityError, BundleNotFoundError, CancelledError, MammogenError
+from workers import runtime as runtime_mod
+from workers.heartbeat import Heartbeat
+from workers.queueing import SERIALIZER
+from workers.runtime import WorkerRuntime
+
+#: Errors a retry cannot fix.
+NOT_RETRYABLE: tuple[type[MammogenError], ...] = (
+    BadInputError,
+    BundleNotFoundError,
+    BundleIntegrityError,
+    CancelledError,
+)
+
+ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+
+
+def error_record(exc: BaseException | None) -> dict[str, Any]:
+    """The job meta ``error`` entry for an exception: the same code/status the API would answer."""
+    if isinstance(exc, MammogenError):
+        return {**exc.to_dict(), "http_status": exc.http_status}
+    if isinstance(exc, JobTimeoutException):
+        return {"error": "timeout", "detail": str(exc), "http_status": 504}
+    return {"error": "internal_error", "detail": f"{type(exc).__name__}: {exc}", "http_status": 500}
+
+
+class MammogenWorker(SimpleWorker):
+    def __init__(
+        self,
+        queues: list[Queue] | list[str],
+        *,
+        runtime: WorkerRuntime,
+        heartbeat_s: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("serializer", SERIALIZER)
+        kwargs.setdefault("name", f"{socket.gethostname()}-{os.getpid()}")
+        # RQ's own abandoned-job scan also runs here, far more often than its 600 s default.
+        kwargs.setdefault("maintenance_interval", max(5, int(heartbeat_s * 3)))
+        super().__init__(queues, **kwargs)
+        self.runtime = runtime
+        self.heartbeat_s = heartbeat_s
+        self.heartbeat_ttl = max(2, round(heartbeat_s * 3))
+        self._beat = Heartbeat(self, heartbeat_s, self.heartbeat_ttl, self._describe)
+
+    def _describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": self.queue_names(),
+            **self.runtime.describe(),
+        }
+
+    # lifecycle ------------------------------------------------------------------------------
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        runtime_mod.install(self.runtime)
+        self.runtime.load_all()
+        self._beat.beat()
+        self._beat.start()
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            self._beat.stop()
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        """Short: the heartbeat thread extends it while the job runs, a dead worker lets it lapse."""
+        return self.heartbeat_ttl
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        execution = self.prepare_execution(job)
+        self._beat.track(job, execution)
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            self._beat.untrack()
+        self.set_state(WorkerStatus.IDLE)
+
+    # failures -------------------------------------------------------------------------------
+    def _finalize_failure(self, job: Job, queue: Queue, execution: Execution, exc_info: ExcInfo) -> None:
+        exc = exc_info[1]
+        if isinstance(exc, CancelledError):
+            self._stopped_job_id = job.id  # RQ marks it STOPPED and never retries it
+        if isinstance(exc, NOT_RETRYABLE):
+            job.retries_left = 0
+        try:
+            meta = job.get_meta(refresh=True)
+            meta["error"] = error_record(exc)
+            job.meta = meta
+            job.save_meta()
+        except Exception:  # recording the reason must not hide the failure itself
+            self.log.exception("could not record the error of job %s", job.id)
+        super()._finalize_failure(job, queue, execution, exc_info)
+
+
+def run_worker(worker: MammogenWorker, burst: bool = False) -> int:
+    """Run until stopped (or, with ``burst``, until the queues are empty); exit code 0 on success."""
+    ok = worker.work(burst=burst, logging_level="INFO", with_scheduler=False)
+    sys.stdout.flush()
+    return 0 if ok or burst else 1
