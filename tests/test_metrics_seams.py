@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.imaging.mask import breast_mask
-from models.metrics.seams import boundaries_from_geometry, overlap_boundaries, seam_score
+from models.metrics.seams import boundaries_from_geometry, mambo_seam_grids, seam_score, tile_edges
 from tests.metrics_images import phantom, power_law_noise
 
 TILE, OVERLAP, SIZE = 64, 16, 256
@@ -76,19 +76,28 @@ def test_a_single_bad_seam_shows_in_the_worst_line_ratio():
     assert score.overall.worst_line_ratio >= score.overall.ratio
 
 
-def test_overlap_boundaries_cover_both_edges_of_each_overlap_band():
-    assert overlap_boundaries([0, 48, 96], 16) == [48, 64, 96, 112]
+def test_tile_edges_cover_both_edges_of_each_overlap_band():
+    assert tile_edges([0, 48, 96], 64) == [48, 64, 96, 112]
+    assert tile_edges([0, 224, 288], 256) == [224, 256, 288, 480]  # a clamped last tile overlaps more
 
 
-def test_geometry_adapter_reads_tile_starts_and_overlap_duck_typed():
-    class Grid:
-        row_starts = (0, 224)
-        col_starts = (0, 224, 448)
-        overlap = 32
+def test_geometry_adapter_reads_the_mambo_tile_grid():
+    from models.geometry import TileGrid
 
-    assert boundaries_from_geometry(Grid()) == ([224, 256], [224, 256, 448, 480])
+    grid = TileGrid.cover(600, 700, 256, 32)
+    rows, cols = boundaries_from_geometry(grid)
+    assert rows == tile_edges(grid.ys, 256) and cols == tile_edges(grid.xs, 256)
+    assert boundaries_from_geometry(grid, scale=3)[0] == [3 * r for r in rows]
     with pytest.raises(TypeError):
         boundaries_from_geometry(object())
+
+
+def test_mambo_seam_grids_give_patch_and_local_seams_inside_the_image():
+    grids = mambo_seam_grids(1000, 800, s=256, k=3, overlap=32)
+    assert set(grids) == {"patch", "local"}
+    rows, cols = grids["patch"]
+    assert rows and cols and max(rows) < 1000 and max(cols) < 800
+    assert all(r % 3 == 0 for r in grids["local"][0])
 
 
 def test_no_boundary_inside_the_image_is_an_error():

@@ -9,8 +9,10 @@ a visible seam scores well above 1. Boundaries are plain row/column positions (a
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -118,25 +120,36 @@ def seam_score(
     return SeamScore(overall=overall, rows=rows, cols=cols)
 
 
-def overlap_boundaries(tile_starts: Iterable[int], overlap: int) -> list[int]:
-    """Where seams can appear for tiles starting at ``tile_starts`` that overlap their predecessor.
+def tile_edges(tile_starts: Iterable[int], size: int) -> list[int]:
+    """Where seams can appear between consecutive tiles of side ``size`` starting at ``tile_starts``.
 
-    A hard overwrite leaves its seam at a tile's start; replacement inpainting or blending leaves it
-    where the overlap band ends (start + overlap). Both edges are scored, so either kind is caught.
+    Tile i overlaps tile i-1 on [start_i, end_(i-1)). A hard overwrite (last writer wins) leaves its
+    seam at start_i; first-writer stitching with inpainting by replacement leaves it at end_(i-1),
+    where the new tile's own pixels begin. Both edges are scored, so either kind is caught.
     """
-    starts = sorted({int(s) for s in tile_starts if int(s) > 0})
-    return sorted({p for s in starts for p in (s, s + overlap)})
+    starts = sorted({int(t) for t in tile_starts})
+    edges = {p for prev, cur in itertools.pairwise(starts) for p in (cur, prev + size)}
+    return sorted(p for p in edges if p > 0)
 
 
-def boundaries_from_geometry(grid: object) -> tuple[list[int], list[int]]:
-    """Row and column seam positions of a tile grid from ``models.geometry`` (MAMBO engineer's module).
+def boundaries_from_geometry(grid: object, scale: int = 1) -> tuple[list[int], list[int]]:
+    """Row and column seam positions of a ``models.geometry.TileGrid`` (ys, xs, size), times ``scale``.
 
-    Accepts any object exposing tile starts as ``row_starts``/``col_starts`` (or ``ys``/``xs``) and
-    an ``overlap``; kept duck-typed so this module does not import the geometry module.
+    Duck-typed, so this module does not import the geometry module; ``scale`` maps a grid in mid
+    pixels (stage 2) to full-resolution pixels (k).
     """
-    rows = getattr(grid, "row_starts", None) or getattr(grid, "ys", None)
-    cols = getattr(grid, "col_starts", None) or getattr(grid, "xs", None)
-    overlap = getattr(grid, "overlap", None)
-    if rows is None or cols is None or overlap is None:
-        raise TypeError(f"{type(grid).__name__} does not expose tile starts and overlap")
-    return overlap_boundaries(rows, int(overlap)), overlap_boundaries(cols, int(overlap))
+    ys, xs, size = getattr(grid, "ys", None), getattr(grid, "xs", None), getattr(grid, "size", None)
+    if ys is None or xs is None or size is None:
+        raise TypeError(f"{type(grid).__name__} does not expose tile starts (ys, xs) and a tile size")
+    return [p * scale for p in tile_edges(ys, size)], [p * scale for p in tile_edges(xs, size)]
+
+
+def mambo_seam_grids(height: int, width: int, *, s: int = 256, k: int = 3, overlap: int = 32) -> dict[str, Any]:
+    """Seam positions of a MAMBO image of this size: stage-3 patch grid and stage-2 local grid (x k)."""
+    from models.geometry import MamboGeometry  # the one geometry (MAMBO engineer); imported only when used
+
+    plan = MamboGeometry(s=s, k=k, overlap=overlap).plan(height, width)
+    return {
+        "patch": boundaries_from_geometry(plan.patch_grid),
+        "local": boundaries_from_geometry(plan.local_grid, scale=k),
+    }
