@@ -463,3 +463,63 @@ def _write_preview(
 
 def with_steps(config: TrainConfig, steps: int) -> TrainConfig:
     return replace(config, steps=steps)
+
+
+# -- one stage, end to end (used by `mammogen train`, the demo and the tests) --------------------
+
+
+def train_stage(
+    images: Any,
+    stage: str,
+    run_dir: str | Path,
+    *,
+    config: TrainConfig,
+    geometry: Any,
+    preset: str = "tiny",
+    dualview_size: int = 256,
+    intensity: IntensityMapping | None = None,
+    init_from: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    preview_steps: int = 25,
+) -> RunResult:
+    """Train ``stage`` (stage1|stage2|stage3|dualview) on preprocessed ``images`` into ``run_dir``.
+
+    Builds the batch source through the geometry module, a fresh U-Net of ``preset`` (or the
+    ``init_from`` diffusers folder), and records in run.json what the exporter needs.
+    """
+    from models.unet import build_unet
+    from training.datasets import STAGE_NAMES, make_source
+
+    source = make_source(images, stage, geometry, dualview_size)
+    denoised = 3 if stage == "dualview" else 1
+    if init_from is not None:
+        unet = load_init_unet(init_from, source.channels, denoised)
+    else:
+        torch.manual_seed(config.seed)
+        unet = build_unet(preset, source.channels, denoised, sample_size=source.size)
+    if stage == "dualview":
+        kind, network, geom = "dualview", "dualview", {"size": source.size, "chest_wall": "left"}
+    else:
+        kind, network, geom = "mambo", STAGE_NAMES[stage], {**geometry.to_dict(), "chest_wall": "left"}
+    meta = {
+        "kind": kind,
+        "network": network,
+        "preset": preset if init_from is None else f"init-from:{init_from}",
+        "geometry": geom,
+        "intensity": (intensity or IntensityMapping()).to_dict(),
+        "schedule": dict(NOISE_SCHEDULE),
+    }
+    return train(
+        unet,
+        source,
+        diffusion_objective(denoised),
+        config,
+        run_dir,
+        resume=resume,
+        previewer=diffusion_previewer(source, denoised, steps=preview_steps) if preview_steps > 0 else None,
+        meta=meta,
+        progress=progress,
+        stop_after=stop_after,
+    )
