@@ -31,9 +31,9 @@ COMMANDS: dict[str, Command] = {
     "dualview": Command("generate CC + MLO pairs with the dual-view model", "app.cli.dualview", 5),
     "super-resolve": Command("super-resolve a low-resolution mammogram (DICOM or PNG)", None, 6),
     "anomaly-map": Command("anomaly map of a mammogram against a healthy model", None, 6),
-    "train": Command("train a MAMBO stage or the dual-view model on a folder of mammograms", None, 4),
+    "train": Command("train a MAMBO stage or the dual-view model on a folder of mammograms", "app.cli.train", 4),
     "phantoms": Command("write seeded procedural CC/MLO phantoms (DICOM + PNG)", "app.cli.phantoms", 4),
-    "ingest": Command("index a folder of DICOM/PNG/TIFF mammograms for training", None, 4),
+    "ingest": Command("index a folder of DICOM/PNG/TIFF mammograms for training", "app.cli.ingest", 4),
     "evaluate": Command("evaluate generated images (FID/KID, seams, dual-view, SR, anomaly)", "app.cli.evaluate", 9),
     "bench": Command("benchmarks: U-Net throughput and full-image generation", "app.cli.bench", 8),
 }
