@@ -65,7 +65,9 @@ def _jsonable(stats: Any) -> dict[str, Any]:
     import dataclasses
     import json
 
-    if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
+    if hasattr(stats, "to_dict"):
+        stats = stats.to_dict()
+    elif dataclasses.is_dataclass(stats) and not isinstance(stats, type):
         stats = dataclasses.asdict(stats)
     if not isinstance(stats, dict):
         stats = dict(getattr(stats, "__dict__", {}))

@@ -70,7 +70,22 @@ class GenerateRequest(DenoiseParams):
     )
 
 
-class SuperResolveParams(DenoiseParams):
+class _FormParams(DenoiseParams):
+    """Form fields travel next to the ``file`` part: that one is allowed, any other unknown field is refused."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(cls.model_fields) - {"file"})
+            if unknown:
+                raise ValueError(f"unknown form field(s): {', '.join(unknown)}")
+        return data
+
+
+class SuperResolveParams(_FormParams):
     """Form fields of POST /super-resolve (with the image as the ``file`` part)."""
 
     scale: Literal[2, 4] = Field(default=4, description="Upscaling factor: 2 (patch stage) or 4 (local + patch).")
@@ -78,7 +93,7 @@ class SuperResolveParams(DenoiseParams):
     max_batch: int | None = Field(default=None, ge=1, le=4096)
 
 
-class AnomalyMapParams(DenoiseParams):
+class AnomalyMapParams(_FormParams):
     """Form fields of POST /anomaly-map (with the image as the ``file`` part)."""
 
     timestep: int = Field(default=700, ge=1, le=999, description="Noise level lambda the input is noised to.")
