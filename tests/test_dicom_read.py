@@ -9,7 +9,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from models.errors import BadInputError, UnsupportedMediaError
-from models.imaging.dicom import dataset_to_image, decodable_syntaxes, laterality_of, parse_dataset, view_of
+from models.imaging.dicom import check_pixel_header, dataset_to_image, laterality_of, parse_dataset, view_of
 from models.imaging.readers import read_image
 
 
@@ -107,12 +107,57 @@ def test_laterality_and_view_are_parsed_from_tags():
     assert view_of(ds) == "CC"  # a code wins over ViewPosition; legacy SNOMED RT accepted
 
 
-def test_undecodable_syntax_is_refused_with_its_name():
-    path = _file("JPGLosslessP14SV1_1s_1f_8b.dcm")
-    if "1.2.840.10008.1.2.4.70" in " ".join(decodable_syntaxes()):
-        pytest.skip("a JPEG Lossless plugin is installed here")
-    with pytest.raises(UnsupportedMediaError, match=r"1\.2\.840\.10008\.1\.2\.4\.70"):
-        read_image(path)
+def test_syntax_without_a_decoder_is_refused_with_its_name():
+    ds = parse_dataset(_file("MR_small.dcm"))
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2 video: nobody decodes it here
+    with pytest.raises(UnsupportedMediaError, match=r"1\.2\.840\.10008\.1\.2\.4\.100"):
+        check_pixel_header(ds)
+
+
+def test_jpeg_ls_lossless_file_decodes_identical_to_uncompressed():
+    a, info = read_image(_file("MR_small_jpeg_ls_lossless.dcm"))
+    b, _ = read_image(_file("MR_small.dcm"))
+    assert info.transfer_syntax == "1.2.840.10008.1.2.4.80"
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    ["JPEGLosslessProcess14_1", "JPEGLosslessProcess14", "JPEGLSLossless", "JPEG2000Lossless", "RLELossless"],
+)
+def test_14bit_mammogram_in_every_lossless_syntax_decodes_identically(tmp_path, syntax):
+    """The syntaxes real MG archives use (RSNA: JPEG Lossless SV1 and JPEG 2000), transcoded by GDCM."""
+    gdcm = pytest.importorskip("gdcm")
+    from models.imaging.dicom import generate_uid, write_mg_phantom_dicom
+    from training.phantoms import make_phantom_case
+
+    image = make_phantom_case(1, (96, 80), laterality="L").cc.image
+    src = write_mg_phantom_dicom(
+        tmp_path / "plain.dcm",
+        image,
+        laterality="L",
+        view="CC",
+        patient_id="P",
+        study_uid=generate_uid(),
+        series_uid=generate_uid(),
+        bits_stored=14,
+    )
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(src))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, syntax)))
+    change.SetInput(reader.GetImage())
+    assert change.Change()
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(tmp_path / "compressed.dcm"))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write()
+    plain, _ = read_image(src)
+    packed, info = read_image(tmp_path / "compressed.dcm")
+    assert info.transfer_syntax != "1.2.840.10008.1.2.1" and (info.laterality, info.view) == ("L", "CC")
+    np.testing.assert_array_equal(packed, plain)
 
 
 def test_truncated_native_pixel_data_is_a_bad_input():

@@ -4,10 +4,10 @@ Reading (pydicom 3): pixel data through pydicom's decoder plugins, then the moda
 LUT sequence), then the VOI LUT (LINEAR / LINEAR_EXACT / SIGMOID windows or a VOI LUT sequence), then
 MONOCHROME1 inverted, so every image is bright tissue on a dark background in [0, 1]. Compressed
 transfer syntaxes covered by the installed plugins (``decodable_syntaxes()`` lists them at run time):
-RLE Lossless, Deflated, JPEG Baseline/Extended (Pillow), JPEG 2000 lossless and lossy (openjpeg /
-Pillow), HTJ2K (openjpeg). JPEG Lossless (.4.57/.4.70) and JPEG-LS need ``pylibjpeg-libjpeg`` /
-``python-gdcm`` / ``pyjpegls``; without them such files are refused with an UnsupportedMediaError that
-names the syntax.
+RLE Lossless (pydicom, pylibjpeg-rle), Deflated, JPEG Baseline/Extended (Pillow), JPEG 2000 lossless
+and lossy (openjpeg, Pillow), HTJ2K (openjpeg), JPEG Lossless .4.57/.4.70 (RSNA's exports) and
+JPEG-LS .4.80/.4.81 (python-gdcm). A syntax without a plugin (MPEG/HEVC video, JPEG XL, ...) is
+refused with an UnsupportedMediaError that names it.
 
 Writing: every file we emit is marked for what it is. Generated images are Secondary Capture
 (``ConversionType=SYN``, ``ImageType=DERIVED\\SECONDARY``, a "SYNTHETIC - NOT FOR DIAGNOSTIC USE"
@@ -129,8 +129,8 @@ def check_pixel_header(ds: Dataset, *, max_pixels: int | None = None, max_side: 
             available = False
         if not available:
             raise UnsupportedMediaError(
-                f"DICOM transfer syntax {syntax} ({syntax.name}) cannot be decoded here: install "
-                "pylibjpeg-libjpeg or python-gdcm (JPEG Lossless) or pyjpegls (JPEG-LS), or convert the file"
+                f"DICOM transfer syntax {syntax} ({syntax.name}) cannot be decoded here (no pixel-data "
+                "plugin for it is installed); convert the file to an uncompressed or JPEG 2000 syntax"
             )
     elif "PixelData" in ds:
         expected = rows * cols * spp * frames * bits_alloc // 8
