@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import zlib
@@ -133,3 +134,28 @@ def test_non_image_dicom_is_unsupported(tmp_path):
     ds.save_as(path)
     with pytest.raises(UnsupportedMediaError, match="no pixel data"):
         read_image(path)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_mutated_files_fail_only_with_typed_errors():
+    """Random byte damage anywhere (header, pixel data, truncation) never escapes as a raw exception."""
+    from models.errors import MammogenError
+
+    sources = [
+        Path(get_testdata_file("MR_small_jpeg_ls_lossless.dcm")).read_bytes(),
+        Path(get_testdata_file("MR_small.dcm")).read_bytes(),
+        Path(get_testdata_file("MR_small_RLE.dcm")).read_bytes(),
+        _png_bytes((np.random.default_rng(1).random((24, 24)) * 65535).astype(np.uint16)),
+    ]
+    rng = np.random.default_rng(2024)
+    for data in sources:
+        for trial in range(40):
+            damaged = bytearray(data)
+            if trial % 2:
+                damaged = damaged[: int(rng.integers(1, len(damaged)))]
+            for _ in range(int(rng.integers(1, 12))):
+                i = int(rng.integers(0, min(len(damaged), 700 if trial % 4 == 0 else len(damaged))))
+                damaged[i] = int(rng.integers(0, 256))
+            for reader in (probe_image, read_image):
+                with contextlib.suppress(MammogenError):
+                    reader(bytes(damaged))

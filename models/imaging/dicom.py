@@ -122,6 +122,8 @@ def check_pixel_header(ds: Dataset, *, max_pixels: int | None = None, max_side: 
         raise BadInputError(f"DICOM BitsAllocated={bits_alloc} is not valid")
     syntax = ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian) if hasattr(ds, "file_meta") else None
     syntax = UID(syntax or ImplicitVRLittleEndian)
+    if not syntax.is_transfer_syntax:
+        raise BadInputError(f"DICOM file meta names an unknown transfer syntax {syntax!r}")
     if syntax.is_compressed:
         try:
             available = get_decoder(syntax).is_available
@@ -178,7 +180,9 @@ def dataset_to_image(ds: Dataset, *, apply_voi: bool = True, voi_index: int = 0)
     check_pixel_header(ds)
     try:
         raw = ds.pixel_array
-    except Exception as exc:  # decoder failures: corrupt codestream, plugin errors
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # corrupt codestreams; Rust plugins (pylibjpeg-rle) panic as BaseException
         raise BadInputError(f"cannot decode DICOM pixel data: {type(exc).__name__}: {exc}") from exc
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if raw.ndim == 3:  # colour secondary captures: decoded to RGB by pydicom; use luminance

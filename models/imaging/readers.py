@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -189,6 +191,18 @@ def _raster_info(data: bytes, fmt: Format, max_pixels: int | None, max_side: int
 
 
 # ---------------------------------------------------------------------------------------------
+@contextmanager
+def _dicom_errors() -> Iterator[None]:
+    """pydicom parses lazily: a damaged element surfaces as ValueError/NotImplementedError/... when it
+    is first read. Any such failure is the file's fault, so it becomes a BadInputError."""
+    try:
+        yield
+    except (BadInputError, FileNotFoundError):
+        raise
+    except (ValueError, NotImplementedError, KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
+        raise BadInputError(f"damaged DICOM header: {type(exc).__name__}: {exc}") from exc
+
+
 def probe_image(
     data: bytes | str | os.PathLike[str],
     *,
@@ -203,9 +217,10 @@ def probe_image(
     blob = data if isinstance(data, bytes | bytearray) else Path(data).read_bytes()
     fmt = sniff_format(bytes(blob[:132]))
     if fmt == "dicom":
-        ds = parse_dataset(bytes(blob))
-        check_pixel_header(ds, max_pixels=max_pixels, max_side=max_side)
-        return dicom_info(ds)
+        with _dicom_errors():
+            ds = parse_dataset(bytes(blob))
+            check_pixel_header(ds, max_pixels=max_pixels, max_side=max_side)
+            return dicom_info(ds)
     return _raster_info(bytes(blob), fmt, max_pixels, max_side)
 
 
@@ -227,10 +242,11 @@ def read_image(
         raise BadInputError(f"no such file: {source}")
     fmt = sniff_format(_head(source))
     if fmt == "dicom":
-        ds = parse_dataset(source)
-        check_pixel_header(ds, max_pixels=max_pixels, max_side=max_side)
-        image = dataset_to_image(ds, apply_voi=apply_voi)
-        return image, dicom_info(ds)
+        with _dicom_errors():
+            ds = parse_dataset(source)
+            check_pixel_header(ds, max_pixels=max_pixels, max_side=max_side)
+            image = dataset_to_image(ds, apply_voi=apply_voi)
+            return image, dicom_info(ds)
     blob = bytes(source) if isinstance(source, bytes | bytearray) else Path(source).read_bytes()
     info = _raster_info(blob, fmt, max_pixels, max_side)
     image = read_png(blob)
