@@ -23,7 +23,7 @@ from typing import BinaryIO
 import numpy as np
 
 from models.errors import JobNotFoundError
-from models.imaging.files import atomic_write, sha256_file, write_npy, write_png16
+from models.imaging.files import atomic_write, sha256_file, write_npy, write_png8, write_png16
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -81,6 +81,10 @@ class ResultStore:
 
     def write_png16(self, job_id: str, name: str, image: np.ndarray) -> ResultFile:
         return self._record(write_png16(self.job_dir(job_id) / _check_name(name, "file"), image))
+
+    def write_png8(self, job_id: str, name: str, image: np.ndarray) -> ResultFile:
+        """8-bit (gray or RGB) PNG, for images people look at (overlays)."""
+        return self._record(write_png8(self.job_dir(job_id) / _check_name(name, "file"), image))
 
     def write_npy(self, job_id: str, name: str, array: np.ndarray) -> ResultFile:
         return self._record(write_npy(self.job_dir(job_id) / _check_name(name, "file"), array))

@@ -94,11 +94,25 @@ class SuperResolveParams(_FormParams):
 
 
 class AnomalyMapParams(_FormParams):
-    """Form fields of POST /anomaly-map (with the image as the ``file`` part)."""
+    """Form fields of POST /anomaly-map (with the image as the ``file`` part).
+
+    Defaults follow the stronger recipe: noise to lambda = 700, several seeds, Otsu threshold.
+    """
 
     timestep: int = Field(default=700, ge=1, le=999, description="Noise level lambda the input is noised to.")
-    repeats: int = Field(default=1, ge=1, le=16, description="Seeds averaged (the stronger recipe uses several).")
-    threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="Also write a binary mask at this level.")
+    repeats: int = Field(default=3, ge=1, le=16, description="Seeds (seed, seed+1, ...) whose residuals are averaged.")
+    threshold_mode: Literal["otsu", "fixed", "percentile"] = "otsu"
+    threshold: float | None = Field(default=None, ge=0.0, le=100.0, description="For 'fixed' or 'percentile'.")
+    resolution: Literal["global", "full"] = Field(
+        default="global", description="global: the paper's s x s map; full: native-resolution patch reconstructions."
+    )
+    max_batch: int | None = Field(default=None, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _threshold_given(self) -> AnomalyMapParams:
+        if self.threshold_mode != "otsu" and self.threshold is None:
+            raise ValueError(f"threshold_mode {self.threshold_mode!r} needs a threshold")
+        return self
 
 
 class ResultLink(BaseModel):

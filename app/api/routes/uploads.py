@@ -9,6 +9,7 @@ it is stored or queued.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ from app.api.admission import accepted, check_output_size, ensure_model_availabl
 from app.api.deps import ApiKeyDep, IdempotencyKeyDep, MetricsDep, StateDep
 from app.api.schemas import AnomalyMapParams, JobAccepted, SuperResolveParams
 from app.api.state import ServiceState
-from models.errors import BadInputError
+from models.errors import BadInputError, NotBuiltError
 from models.imaging.readers import read_image
 
 router = APIRouter(tags=["jobs"])
@@ -33,8 +34,15 @@ _UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"description": "Not a DICOM, PNG or TIFF image (sniffed from the content)."},
     422: {"description": "Invalid parameters, or a truncated/corrupt image."},
     429: {"description": "Queue full; retry after Retry-After seconds."},
+    501: {"description": "This version does not include the feature."},
     503: {"description": "The model's bundle is missing."},
 }
+
+
+def _require(module: str, feature: str) -> None:
+    """501 before anything is stored when this version lacks the feature's pipeline."""
+    if importlib.util.find_spec(module) is None:
+        raise NotBuiltError(f"{feature} is not built into this version of mammogen ({module} is missing)")
 
 
 def _validated_upload(state: ServiceState, upload: UploadFile) -> tuple[bytes, dict[str, Any]]:
@@ -91,6 +99,7 @@ def super_resolve(
     file: Annotated[UploadFile, File(description="Low-resolution mammogram: DICOM, 8/16-bit PNG or TIFF.")],
     idempotency_key: IdempotencyKeyDep = None,
 ) -> JobAccepted:
+    _require("models.superres", "super-resolution")
     data, info = _validated_upload(state, file)
     check_output_size(state, info["input_height"], info["input_width"], factor=params.scale)
     ensure_model_available(state, "mambo")
