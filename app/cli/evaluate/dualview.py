@@ -11,8 +11,9 @@ Pairs are found in each folder (recursively) in one of two ways, documented in d
   form one pair. Names with a token such as ``mask``, ``lesion`` or ``rgb`` are not views and are skipped.
 
 With ``--source auto`` a folder with any DICOM pair is read as DICOM (tags are authoritative), else
-as PNG/TIFF. Every view is resized to ``--size`` (the paper's 256; 0 keeps the native size) and
-turned so its chest wall is on the left before masking, so pairs from mixed sources compare.
+as PNG/TIFF. Every view is turned so its chest wall is on the left (`models.imaging.orientation`:
+PatientOrientation, else the image content, else laterality) and resized to ``--size`` (the paper's
+256; 0 keeps the native size) before masking, so pairs from mixed sources compare.
 """
 
 from __future__ import annotations
@@ -158,28 +159,25 @@ def _pair_up(groups: dict[str, dict[str, list[Path]]], source: str, root: Path) 
 
 
 def measure(found: DiscoveredPairs, size: int) -> list[PairOverlap]:
-    """IoU/Dice of every pair, each view read, resized and turned chest-wall-left first."""
-    from models.imaging.readers import read_image
-
+    """IoU/Dice of every pair; each view is read, turned chest-wall-left and resized first."""
     results = []
     for key, (cc_path, mlo_path) in found.pairs.items():
-        cc, mlo = (_prepare(read_image(p)[0], size) for p in (cc_path, mlo_path))
+        cc, mlo = (_prepare(p, size) for p in (cc_path, mlo_path))
         if cc.shape != mlo.shape:
             raise BadInputError(f"pair {key}: CC {cc.shape} and MLO {mlo.shape} differ; pass --size to resize")
         results.append(pair_overlap(cc, mlo, key))
     return results
 
 
-def _prepare(image: np.ndarray, size: int) -> np.ndarray:
+def _prepare(path: Path, size: int) -> np.ndarray:
+    """Read a view, put its chest wall on the left (tags, else content: `models.imaging.orientation`), resize."""
+    from models.imaging.orientation import canonicalize
+    from models.imaging.readers import read_image
+
+    image, info = read_image(path)
+    image, _ = canonicalize(image, info)
     if size:
         from skimage.transform import resize
 
-        image = resize(image, (size, size), order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
-    return chest_wall_left(image)
-
-
-def chest_wall_left(image: np.ndarray) -> np.ndarray:
-    """Mirror a view whose breast (its brighter half) lies on the right, so every view faces one way."""
-    half = image.shape[1] // 2
-    left, right = float(image[:, :half].sum()), float(image[:, image.shape[1] - half :].sum())
-    return np.ascontiguousarray(image[:, ::-1]) if right > left else image
+        image = resize(image, (size, size), order=1, anti_aliasing=True, preserve_range=True)
+    return np.asarray(image, dtype=np.float32)
