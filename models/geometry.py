@@ -66,10 +66,11 @@ class TileGrid:
     ys: tuple[int, ...]
     xs: tuple[int, ...]
     size: int
+    overlap: int = 0  # nominal overlap (the clamped last tile may overlap more)
 
     @classmethod
     def cover(cls, height: int, width: int, size: int, overlap: int) -> TileGrid:
-        return cls(grid_positions(height, size, overlap), grid_positions(width, size, overlap), size)
+        return cls(grid_positions(height, size, overlap), grid_positions(width, size, overlap), size, overlap)
 
     @property
     def rows(self) -> int:

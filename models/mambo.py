@@ -1,0 +1,352 @@
+"""The MAMBO pipeline (paper Algorithm 2, three times): global image -> mid image -> full image.
+
+    pipe = MamboPipeline.from_bundle("models/demo_bundles/demo-mambo")
+    result = pipe(3328, 2560, seed=1, num_inference_steps=50, sampler="ddim", stitching="wavefront")
+    result.image  # float32 H x W in [0, 1], chest wall on the chosen side
+
+Stage methods take and return images in [0, 1] so super-resolution can hand in a REAL global
+(and mid) image instead of generating it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from diffusers import UNet2DModel
+
+from models.bundle import Bundle, load_bundle
+from models.errors import BadInputError, BundleIntegrityError
+from models.geometry import (
+    MamboGeometry,
+    MamboPlan,
+    TileGrid,
+    local_conditioning,
+    patch_conditioning,
+    to_canvas,
+)
+from models.imaging.mask import breast_mask
+from models.intensity import DEFAULT_INTENSITY, IntensityMapping
+from models.progress import CancelFn, ProgressFn, Reporter
+from models.sampling import CallStats, SamplerSpec, denoise, tile_generator, unet_predictor
+from models.schedulers import NOISE_SCHEDULE
+from models.stitching import STITCHING_MODES, FusedWeights, StageStats, Stitching, denoise_grid
+
+ChestWall = Literal["left", "right"]
+STAGES: tuple[str, ...] = ("global", "local", "patch")
+DEFAULT_MAX_SIDE = 8192
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Per-request sampling options shared by the three stages."""
+
+    seed: int = 0
+    spec: SamplerSpec = field(default_factory=SamplerSpec)
+    stitching: Stitching = "wavefront"
+    max_batch: int = 16
+    skip_background: bool = True
+    fused_weights: FusedWeights = "feather"
+
+
+@dataclass
+class MamboStats:
+    sampler: str
+    num_inference_steps: int
+    stitching: str
+    stages: dict[str, StageStats] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def model_evaluations(self) -> int:
+        return sum(s.model_evaluations for s in self.stages.values())
+
+    @property
+    def sequential_calls(self) -> int:
+        return sum(s.sequential_calls for s in self.stages.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sampler": self.sampler,
+            "num_inference_steps": self.num_inference_steps,
+            "stitching": self.stitching,
+            "model_evaluations": self.model_evaluations,
+            "sequential_calls": self.sequential_calls,
+            "seconds": round(self.seconds, 4),
+            "stages": {k: v.to_dict() for k, v in self.stages.items()},
+        }
+
+
+@dataclass
+class MamboResult:
+    image: np.ndarray  # float32 (H, W) in [0, 1], chest wall on the requested side
+    global_image: np.ndarray  # float32 (s, s) in [0, 1], breast facing left
+    mid_image: np.ndarray  # float32 mid-resolution region in [0, 1], breast facing left
+    stats: MamboStats
+    plan: MamboPlan
+
+
+class MamboPipeline:
+    """Three channel-conditioned U-Nets (global 1-ch, local 3-ch, patch 3-ch) and their geometry."""
+
+    def __init__(
+        self,
+        global_unet: UNet2DModel,
+        local_unet: UNet2DModel,
+        patch_unet: UNet2DModel,
+        schedule: dict[str, Any] | None = None,
+        geometry: MamboGeometry | None = None,
+        intensity: IntensityMapping = DEFAULT_INTENSITY,
+        *,
+        native_size: tuple[int, int] | None = None,
+        max_side: int = DEFAULT_MAX_SIDE,
+    ) -> None:
+        self.global_unet, self.local_unet, self.patch_unet = global_unet, local_unet, patch_unet
+        self.schedule = dict(schedule or NOISE_SCHEDULE)
+        self.geometry = geometry or MamboGeometry()
+        self.intensity = intensity
+        g = self.geometry
+        self.native_size = native_size or (g.k * g.s, g.k * g.s)
+        self.max_side = max_side
+        for name, unet, cin in (("global", global_unet, 1), ("local", local_unet, 3), ("patch", patch_unet, 3)):
+            if (unet.config.in_channels, unet.config.out_channels) != (cin, 1):
+                raise BundleIntegrityError(
+                    f"the {name} network must take {cin} channel(s) and predict 1, "
+                    f"got {unet.config.in_channels} -> {unet.config.out_channels}"
+                )
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: Bundle | str | os.PathLike[str],
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        *,
+        max_side: int = DEFAULT_MAX_SIDE,
+    ) -> MamboPipeline:
+        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        if b.kind != "mambo":
+            raise BundleIntegrityError(f"bundle {b.path} is a {b.kind} bundle, not a mambo bundle")
+        native = b.geometry.get("native_size")
+        return cls(
+            *(b.load_network(n, device, dtype) for n in STAGES),
+            schedule=b.schedule,
+            geometry=MamboGeometry.from_dict(b.geometry),
+            intensity=b.intensity,
+            native_size=tuple(native) if native else None,
+            max_side=max_side,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.patch_unet.device
+
+    def plan(self, height: int, width: int) -> MamboPlan:
+        """The request's geometry; BadInputError for sizes the pipeline cannot or will not make."""
+        s = self.geometry.s
+        for name, v in (("height", height), ("width", width)):
+            if not isinstance(v, int | np.integer) or v <= 0:
+                raise BadInputError(f"{name} must be a positive integer, got {v!r}")
+            if v < s:
+                raise BadInputError(f"{name} {v} is smaller than one {s}-pixel tile; the minimum is {s}")
+            if v > self.max_side:
+                raise BadInputError(f"{name} {v} exceeds the configured maximum of {self.max_side} pixels")
+        return self.geometry.plan(int(height), int(width))
+
+    # ---- the whole pipeline ------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        height: int | None = None,
+        width: int | None = None,
+        *,
+        seed: int = 0,
+        num_inference_steps: int = 50,
+        sampler: str = "ddim",
+        eta: float = 0.0,
+        stitching: Stitching = "wavefront",
+        max_batch: int = 16,
+        chest_wall: ChestWall = "left",
+        skip_background: bool = True,
+        fused_weights: FusedWeights = "feather",
+        callback: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> MamboResult:
+        height = self.native_size[0] if height is None else height
+        width = self.native_size[1] if width is None else width
+        plan = self.plan(height, width)
+        opts = self.options(
+            seed, num_inference_steps, sampler, eta, stitching, max_batch, skip_background, fused_weights
+        )
+        if chest_wall not in ("left", "right"):
+            raise BadInputError(f"chest_wall must be 'left' or 'right', got {chest_wall!r}")
+        n = num_inference_steps
+        weights = {"global": n, "local": plan.local_grid.n * n, "patch": plan.patch_grid.n * n}
+        reporter = Reporter(callback, cancel, stage_weights=weights)
+        reporter.check_cancel()
+        stats = MamboStats(sampler, n, stitching)
+        t0 = time.perf_counter()
+        # 1. stage 1: the global image, s x s, from pure noise
+        global_image, stats.stages["global"] = self.generate_global(opts, reporter)
+        # 2. stage 2: local contexts conditioned on the global image, stitched into the mid image
+        mid_image, stats.stages["local"] = self.generate_mid(global_image, plan, opts, reporter)
+        # 3. stage 3: full-resolution patches conditioned on mid crops + global, stitched
+        image, stats.stages["patch"] = self.generate_full(global_image, mid_image, plan, opts, reporter)
+        # 4. models see the breast facing left; mirror for a chest wall on the right
+        if chest_wall == "right":
+            image = np.ascontiguousarray(image[:, ::-1])
+        stats.seconds = time.perf_counter() - t0
+        return MamboResult(image, global_image, mid_image, stats, plan)
+
+    @staticmethod
+    def options(
+        seed: int = 0,
+        num_inference_steps: int = 50,
+        sampler: str = "ddim",
+        eta: float = 0.0,
+        stitching: str = "wavefront",
+        max_batch: int = 16,
+        skip_background: bool = True,
+        fused_weights: str = "feather",
+    ) -> RunOptions:
+        """Validated RunOptions; anything wrong is the caller's BadInputError."""
+        if stitching not in STITCHING_MODES:
+            raise BadInputError(f"stitching must be one of {STITCHING_MODES}, got {stitching!r}")
+        if fused_weights not in ("uniform", "feather"):
+            raise BadInputError(f"fused_weights must be 'uniform' or 'feather', got {fused_weights!r}")
+        if max_batch < 1:
+            raise BadInputError(f"max_batch must be >= 1, got {max_batch}")
+        try:
+            spec = SamplerSpec(sampler, int(num_inference_steps), float(eta), None)
+        except ValueError as exc:
+            raise BadInputError(str(exc)) from exc
+        return RunOptions(int(seed), spec, stitching, int(max_batch), bool(skip_background), fused_weights)  # type: ignore[arg-type]
+
+    # ---- stages (images in [0, 1], breast facing left) -------------------------------------------------
+
+    def _spec(self, opts: RunOptions) -> SamplerSpec:
+        return SamplerSpec(opts.spec.sampler, opts.spec.num_inference_steps, opts.spec.eta, self.schedule)
+
+    def generate_global(self, opts: RunOptions, reporter: Reporter | None = None) -> tuple[np.ndarray, StageStats]:
+        """Stage 1: an s x s image of the whole (padded) breast."""
+        reporter = reporter or Reporter()
+        s, t0, calls = self.geometry.s, time.perf_counter(), CallStats()
+        x0 = denoise(
+            unet_predictor(self.global_unet, None, opts.max_batch, calls),
+            self._spec(opts),
+            (1, 1, s, s),
+            [tile_generator(opts.seed, "global", 0)],
+            device=self.device,
+            on_step=lambda n, total: reporter.step("global", n, total),
+        )
+        reporter.finish_stage("global")
+        stats = StageStats(tiles=1, model_evaluations=calls.model_evaluations, sequential_calls=calls.sequential_calls)
+        stats.batches, stats.seconds = 1, time.perf_counter() - t0
+        return self._to_image(x0[0, 0]), stats
+
+    def generate_mid(
+        self, global_image: np.ndarray, plan: MamboPlan, opts: RunOptions, reporter: Reporter | None = None
+    ) -> tuple[np.ndarray, StageStats]:
+        """Stage 2: the mid-resolution region (local grid height x width) conditioned on a global image."""
+        reporter = reporter or Reporter()
+        s = self.geometry.s
+        g = self._to_model(global_image, (s, s), "global_image")
+        grid = plan.local_grid
+        active = self._active_tiles(grid, global_image, plan.mid_side // s, opts.skip_background)
+        region, stats = denoise_grid(
+            self.local_unet,
+            self._spec(opts),
+            grid,
+            lambda box: local_conditioning(g, box, plan),
+            seed=opts.seed,
+            stage="local",
+            stitching=opts.stitching,
+            max_batch=opts.max_batch,
+            active=active,
+            device=self.device,
+            on_step=lambda n, total: reporter.step("local", n, total),
+            fused_weights=opts.fused_weights,
+        )
+        reporter.finish_stage("local")
+        return self._to_image(region[0]), stats
+
+    def generate_full(
+        self,
+        global_image: np.ndarray,
+        mid_image: np.ndarray,
+        plan: MamboPlan,
+        opts: RunOptions,
+        reporter: Reporter | None = None,
+    ) -> tuple[np.ndarray, StageStats]:
+        """Stage 3: the H x W image from a global image and a mid image (placed at the mid canvas' top-left)."""
+        reporter = reporter or Reporter()
+        s, k = self.geometry.s, self.geometry.k
+        g = self._to_model(global_image, (s, s), "global_image")
+        mid = np.asarray(mid_image, dtype=np.float32)
+        if mid.ndim != 2 or mid.shape[0] > plan.mid_side or mid.shape[1] > plan.mid_side:
+            raise BadInputError(f"mid_image must be 2-D and at most {plan.mid_side} px a side, got {mid.shape}")
+        mid_canvas = to_canvas(self._to_model(mid, mid.shape, "mid_image"), plan.mid_side)
+        grid = plan.patch_grid
+        mid_canvas_image = self.intensity.from_model(mid_canvas).cpu().numpy()
+        active = self._active_tiles(grid, mid_canvas_image, k, opts.skip_background)
+        region, stats = denoise_grid(
+            self.patch_unet,
+            self._spec(opts),
+            grid,
+            lambda box: patch_conditioning(mid_canvas, g, box, plan),
+            seed=opts.seed,
+            stage="patch",
+            stitching=opts.stitching,
+            max_batch=opts.max_batch,
+            active=active,
+            device=self.device,
+            on_step=lambda n, total: reporter.step("patch", n, total),
+            fused_weights=opts.fused_weights,
+        )
+        reporter.finish_stage("patch")
+        return self._to_image(region[0, : plan.height, : plan.width]), stats
+
+    # ---- helpers -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _active_tiles(grid: TileGrid, previous: np.ndarray, factor: int, skip: bool) -> np.ndarray:
+        """(rows, cols) bool: tiles whose box (seen at the previous stage's resolution) touches the breast.
+
+        An empty mask (nothing breast-like found) skips nothing: a failed mask must not blank the image.
+        """
+        active = np.ones((grid.rows, grid.cols), bool)
+        if not skip:
+            return active
+        mask = breast_mask(previous)
+        if not mask.any():
+            return active
+        for i, j in grid.raster():
+            active[i, j] = bool(mask[grid.box(i, j).scaled_down(factor).slices].any())
+        return active
+
+    def _to_model(self, image: np.ndarray | torch.Tensor, shape: tuple[int, ...], name: str) -> torch.Tensor:
+        t = torch.as_tensor(np.asarray(image, dtype=np.float32))
+        if tuple(t.shape) != tuple(shape):
+            raise BadInputError(f"{name} must be {shape[0]}x{shape[1]}, got {tuple(t.shape)}")
+        if not torch.isfinite(t).all():
+            raise BadInputError(f"{name} contains NaN or infinite values")
+        return self.intensity.to_model(t.clamp(0.0, 1.0)).to(self.device)
+
+    def _to_image(self, x: torch.Tensor) -> np.ndarray:
+        return self.intensity.from_model(x.float()).cpu().numpy().astype(np.float32)
+
+
+def random_mambo_networks(preset: str, sample_size: int, seed: int = 0) -> dict[str, UNet2DModel]:
+    """Random-weight global/local/patch networks of a preset (smoke tests, benchmarks, demos)."""
+    from models.unet import build_unet
+
+    torch.manual_seed(seed)
+    return {
+        "global": build_unet(preset, 1, 1, sample_size),
+        "local": build_unet(preset, 3, 1, sample_size),
+        "patch": build_unet(preset, 3, 1, sample_size),
+    }

@@ -1,0 +1,143 @@
+"""The one tile denoiser: stages 1-3, the dual-view model and anomaly maps all sample through here.
+
+Inpainting by replacement (paper §3.2.2): before every model call, the known pixels of the
+denoised channels are replaced by their forward-noised values at the scheduler's CURRENT timestep,
+sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, with one eps per tile drawn once (as the reference does).
+Conditioning channels go to the network clean at every step.
+
+Every tile owns a ``torch.Generator`` seeded from (seed, stage, tile index) that draws, in order,
+x_T, the known-region noise and the scheduler's stochastic noise, so a tile's result does not
+depend on which batch it was denoised in (wavefront == raster).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import UNet2DModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+
+from models.schedulers import SAMPLERS, make_scheduler, scheduler_step
+
+Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> predicted noise
+StepCallback = Callable[[int, int], None]  # (steps done, steps total) of this call
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """Which sampler, how many steps, eta (DDIM), on which noise schedule."""
+
+    sampler: str = "ddim"
+    num_inference_steps: int = 50
+    eta: float = 0.0
+    schedule: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {SAMPLERS}")
+        if not 1 <= self.num_inference_steps <= 1000:
+            raise ValueError(f"num_inference_steps must be in 1..1000, got {self.num_inference_steps}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+
+    def scheduler(self) -> SchedulerMixin:
+        """A fresh scheduler with its timesteps set (multistep history must not leak between batches)."""
+        sch = make_scheduler(self.sampler, self.schedule, self.eta)
+        sch.set_timesteps(self.num_inference_steps)
+        return sch
+
+
+@dataclass
+class CallStats:
+    """model_evaluations: tile-steps through a network; sequential_calls: network invocations (chunks count)."""
+
+    model_evaluations: int = 0
+    sequential_calls: int = 0
+
+
+def tile_generator(seed: int, stage: str, index: int) -> torch.Generator:
+    """A CPU generator for one tile, seeded by a stable hash of (seed, stage, index): CPU draws are the
+    same on every device, so a seed means the same image on CPU and GPU (up to arithmetic)."""
+    digest = hashlib.sha256(f"{int(seed)}:{stage}:{int(index)}".encode()).digest()
+    return torch.Generator("cpu").manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def start_index_for_timestep(spec: SamplerSpec, t_start: int) -> int:
+    """Index of the first scheduled timestep <= t_start (anomaly maps: noise to lambda, denoise from there)."""
+    timesteps = spec.scheduler().timesteps
+    for n, t in enumerate(timesteps.tolist()):
+        if t <= t_start:
+            return n
+    return len(timesteps) - 1
+
+
+def unet_predictor(
+    unet: UNet2DModel, cond: torch.Tensor | None, max_batch: int, stats: CallStats | None = None
+) -> Predictor:
+    """(x_t, t) -> noise prediction of the denoised channels, cond appended clean, in chunks of max_batch."""
+    if max_batch < 1:
+        raise ValueError("max_batch must be >= 1")
+    dtype = unet.dtype
+
+    def predict(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for a in range(0, x_t.shape[0], max_batch):
+            b = min(a + max_batch, x_t.shape[0])
+            inp = x_t[a:b] if cond is None else torch.cat([x_t[a:b], cond[a:b]], dim=1)
+            outs.append(unet(inp.to(dtype), t.to(x_t.device)).sample.float())
+            if stats is not None:
+                stats.model_evaluations += b - a
+                stats.sequential_calls += 1
+        return torch.cat(outs)
+
+    return predict
+
+
+@torch.no_grad()
+def denoise(
+    predict: Predictor,
+    spec: SamplerSpec,
+    shape: tuple[int, ...],
+    generators: list[torch.Generator],
+    *,
+    device: torch.device | str = "cpu",
+    known_x0: torch.Tensor | None = None,
+    known_mask: torch.Tensor | None = None,
+    init_x0: torch.Tensor | None = None,
+    start_step: int = 0,
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """Sample x0 of ``shape`` (B, C, h, w) in model range; float32 throughout the scheduler arithmetic.
+
+    known_x0/known_mask: pixels fixed by replacement every step (mask (B, 1, h, w) bool);
+    init_x0 + start_step: start from init_x0 noised to the start_step-th scheduled timestep.
+    """
+    if len(generators) != shape[0]:
+        raise ValueError(f"need one generator per batch element ({shape[0]}), got {len(generators)}")
+    sch = spec.scheduler()
+    timesteps = sch.timesteps[start_step:]
+    noise = randn_tensor(shape, generator=generators, device=torch.device(device), dtype=torch.float32)
+    known_noise = randn_tensor(shape, generator=generators, device=torch.device(device), dtype=torch.float32)
+    if init_x0 is None:
+        x = noise * sch.init_noise_sigma
+    else:
+        x = sch.add_noise(init_x0.float().to(device), noise, timesteps[:1])
+    if known_mask is not None:
+        known_mask = known_mask.to(device)
+        known_x0 = known_x0.float().to(device)
+    for n, t in enumerate(timesteps):
+        # 1. overlap by replacement: known pixels at the current timestep's noise level
+        if known_mask is not None:
+            x = torch.where(known_mask, sch.add_noise(known_x0, known_noise, t.reshape(1)), x)
+        # 2. predict the noise of the denoised channels (conditioning appended clean by the predictor)
+        eps = predict(sch.scale_model_input(x, t), t)
+        # 3. x_t -> x_{t-1}, with each element's stochastic noise from its own generator
+        x = scheduler_step(sch, eps, t, x, generators)
+        if on_step is not None:
+            on_step(n + 1, len(timesteps))
+    return x
