@@ -37,6 +37,19 @@ def test_monochrome1_is_inverted_so_dense_tissue_is_bright(rg1):
     assert image.min() >= 0.0 and image.max() <= 1.0
 
 
+def test_presentation_lut_inverse_flips_monochrome2_but_not_monochrome1_twice():
+    ds = parse_dataset(_file("RG3_UNCR.dcm"))
+    ds.PresentationLUTShape = "INVERSE"
+    mono1_inverse = dataset_to_image(ds)
+    ds.PresentationLUTShape = "IDENTITY"
+    mono1 = dataset_to_image(ds)
+    np.testing.assert_array_equal(mono1_inverse, mono1)  # a restatement, not a second flip
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    mono2 = dataset_to_image(ds)
+    ds.PresentationLUTShape = "INVERSE"
+    np.testing.assert_allclose(dataset_to_image(ds), 1.0 - mono2, atol=1e-6)
+
+
 def test_voi_window_from_the_file_is_applied_linearly(rg1):
     image, _ = rg1
     ds = parse_dataset(_file("RG1_UNCR.dcm"))

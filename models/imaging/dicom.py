@@ -204,9 +204,17 @@ def dataset_to_image(ds: Dataset, *, apply_voi: bool = True, voi_index: int = 0)
     if hi <= lo:
         lo, hi = float(values.min()), float(values.max())
     image = np.clip((values - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0).astype(np.float32)
-    if photometric == "MONOCHROME1":
+    if _inverted_presentation(ds, photometric):
         image = 1.0 - image
     return image
+
+
+def _inverted_presentation(ds: Dataset, photometric: str) -> bool:
+    """MONOCHROME1 (minimum = white) is inverted. A MONOCHROME2 image whose Presentation LUT Shape is
+    INVERSE is too; DX/MG MONOCHROME1 files carry INVERSE as a restatement, not a second flip."""
+    if photometric == "MONOCHROME1":
+        return True
+    return str(ds.get("PresentationLUTShape", "") or "").strip().upper() == "INVERSE"
 
 
 def laterality_of(ds: Dataset) -> Laterality | None:
