@@ -92,3 +92,13 @@ def test_cached_images_from_an_index_serve_training_items(tmp_path, dicoms):
 
     assert len(find_pairs(images)) == 1  # CC + MLO of one breast pair up for the dual-view model
     assert images.describe()["images"] == 2
+
+
+def test_fill_lists_unusable_files_and_keeps_the_good_ones(tmp_path, dicoms):
+    text = tmp_path / "src" / "notes.txt"
+    text.write_text("not an image")
+    cache = PreprocessCache(tmp_path / "cache")
+    ok, failed = cache.fill([*dicoms, text, tmp_path / "src" / "deleted.dcm"])
+    assert ok == list(dicoms)
+    assert [path.name for path, _ in failed] == ["notes.txt", "deleted.dcm"]
+    assert "unrecognised" in failed[0][1] and "FileNotFoundError" in failed[1][1]

@@ -94,6 +94,8 @@ class PreprocessCache:
                 ok.append(Path(path))
             except MammogenError as exc:
                 failed.append((Path(path), exc.message))
+            except OSError as exc:  # vanished or unreadable since indexing
+                failed.append((Path(path), f"{type(exc).__name__}: {exc}"))
         return ok, failed
 
 
