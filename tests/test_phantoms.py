@@ -139,3 +139,15 @@ def test_phantoms_command_writes_mg_dicom_png_masks_and_manifest(tmp_path):
         assert cc.StudyInstanceUID == mlo.StudyInstanceUID and cc.SeriesInstanceUID == mlo.SeriesInstanceUID
     studies = {group[0].StudyInstanceUID for group in by_case.values()}
     assert len(studies) == 2
+
+
+def test_non_square_larger_phantoms_scale_their_anatomy():
+    small = make_phantom_case(8, (256, 192), lesions=True, laterality="L")
+    large = make_phantom_case(8, (768, 576), lesions=True, laterality="L")
+    assert large.mlo.image.shape == (768, 576) and large.pixel_spacing_mm < small.pixel_spacing_mm
+    # Same breast, three times the pixels: the breast covers the same fraction of the image ...
+    for s, g in zip(small.views, large.views, strict=True):
+        assert s.breast_mask.mean() == pytest.approx(g.breast_mask.mean(), abs=0.03)
+    # ... and every lesion is three times as large in pixels.
+    for s, g in zip(small.cc.lesions, large.cc.lesions, strict=True):
+        assert g.diameter_px == pytest.approx(3 * s.diameter_px)
