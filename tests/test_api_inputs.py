@@ -230,7 +230,7 @@ def test_bad_generate_parameters_are_422_naming_the_field(api, body):
 def test_bad_upload_form_parameters_are_422(api):
     client, queue = api
     r = client.post(
-        "/super-resolve", files={"file": ("a.png", _png(32, 32), "image/png")}, data={"scale": "3", "steps": "2"}
+        "/super-resolve", files={"file": ("a.png", _png(32, 32), "image/png")}, data={"scale": "1", "steps": "2"}
     )
     assert r.status_code == 422
     assert any("scale" in e["loc"] for e in r.json()["detail"])

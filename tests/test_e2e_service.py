@@ -194,6 +194,29 @@ def test_anomaly_map_of_an_uploaded_dicom_keeps_its_study_in_a_new_series(servic
     assert info["summary"]["stats"]["lambda"] == 700
 
 
+def test_super_resolve_of_an_uploaded_png_doubles_its_size(service, tmp_path):
+    from training.phantoms import make_phantom_case
+
+    low = make_phantom_case(4, (48, 40)).cc.image
+    buf = io.BytesIO()
+    Image.fromarray(np.round(low * 65535).astype(np.uint16)).save(buf, format="PNG")
+    r = service.post(
+        "/super-resolve",
+        files={"file": ("low.png", buf.getvalue(), "image/png")},
+        data={"scale": "2", "steps": "2", "seed": "1", "formats": ["png16", "dicom"]},
+    )
+    assert r.status_code == 202, r.text
+    info = _finish(service, r.headers["Location"])
+    files = _download_all(service, info)
+    out = np.asarray(Image.open(io.BytesIO(files["superres.png"])))
+    assert out.shape == (96, 80) and out.dtype == np.uint16
+    ds = pydicom.dcmread(io.BytesIO(files["superres.dcm"]))
+    assert (ds.Rows, ds.Columns) == (96, 80) and "DERIVED" in ds.ImageType
+    assert "super-resolution" in ds.DerivationDescription
+    assert _dciodvfy_errors(files["superres.dcm"], tmp_path) == []
+    assert info["summary"]["stats"]["output_size"] == [96, 80]
+
+
 def test_running_job_is_stopped_between_steps_and_queued_job_never_runs(service):
     long = {"model": "dualview", "count": 1, "steps": 1000, "sampler": "ddpm", "seed": 0}
     running = service.post("/generate", json=long).headers["Location"]

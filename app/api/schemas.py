@@ -88,8 +88,11 @@ class _FormParams(DenoiseParams):
 class SuperResolveParams(_FormParams):
     """Form fields of POST /super-resolve (with the image as the ``file`` part)."""
 
-    scale: Literal[2, 4] = Field(default=4, description="Upscaling factor: 2 (patch stage) or 4 (local + patch).")
+    scale: int = Field(default=4, ge=2, le=16, description="Upscaling factor (the paper uses 4 and 16).")
     stitching: Stitching = "wavefront"
+    stand_in: Literal["auto", "global", "mid"] = Field(
+        default="auto", description="What the input replaces: the global image (stages 2+3 run) or the mid image."
+    )
     max_batch: int | None = Field(default=None, ge=1, le=4096)
 
 
