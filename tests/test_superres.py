@@ -1,0 +1,141 @@
+"""Super-resolution: target sizes, what the input stands in for, orientation round trips, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.errors import BadInputError
+from models.geometry import MamboGeometry
+from models.imaging.mask import breast_mask
+from models.imaging.orientation import side_from_content
+from models.mambo import MamboPipeline
+from models.metrics.image_quality import downsample_area
+from models.superres import SuperResConfig, SuperResolutionPipeline, resize_image
+from models.unet import build_unet
+from training.phantoms import make_phantom_case
+
+TINY = MamboGeometry(s=32, k=2, overlap=8)
+
+
+@pytest.fixture(scope="module")
+def sr() -> SuperResolutionPipeline:
+    torch.manual_seed(0)
+    nets = [build_unet("tiny", c, 1, 32).eval() for c in (1, 3, 3)]
+    return SuperResolutionPipeline(MamboPipeline(*nets, geometry=TINY))
+
+
+def _fast(**kw) -> SuperResConfig:
+    return SuperResConfig(**{"scale": 2, "num_inference_steps": 1, "seed": 3, **kw})
+
+
+@pytest.fixture(scope="module")
+def low_left() -> np.ndarray:
+    """A left breast (chest wall left) at 1/2 of 64 x 48."""
+    case = make_phantom_case(29, (64, 48))
+    assert case.laterality == "L"
+    return downsample_area(case.cc.image, 2)
+
+
+@pytest.fixture(scope="module")
+def left_result(sr, low_left):
+    return sr(low_left, _fast())
+
+
+@pytest.fixture(scope="module")
+def right_result(sr, low_left):
+    return sr(np.ascontiguousarray(low_left[:, ::-1]), _fast())
+
+
+def test_scale_gives_the_target_size(left_result):
+    result = left_result
+    assert result.image.shape == (64, 48)
+    assert result.image.dtype == np.float32 and result.image.min() >= 0.0 and result.image.max() <= 1.0
+
+
+def test_explicit_target_size_overrides_the_scale(sr, low_left):
+    result = sr(low_left, _fast(height=70, width=50))
+    assert result.image.shape == (70, 50)
+
+
+def test_a_right_breast_comes_back_as_the_mirror_of_its_left_twin(left_result, right_result):
+    a, b = left_result, right_result
+    assert not a.orientation.flipped and b.orientation.flipped
+    np.testing.assert_allclose(b.image, a.image[:, ::-1], atol=1e-5)
+    assert b.stats["orientation"]["chest_wall"] == "right"
+
+
+def test_the_output_keeps_the_breast_on_the_input_side(low_left, left_result, right_result):
+    for low, result in ((low_left, left_result), (np.ascontiguousarray(low_left[:, ::-1]), right_result)):
+        upsampled_mask = breast_mask(resize_image(low, result.image.shape))
+        assert side_from_content(result.image, upsampled_mask) == side_from_content(low)
+
+
+def test_small_scales_use_the_input_as_the_mid_image_and_run_stage_3_only(sr, low_left, left_result):
+    result = left_result  # scale 2 <= 1.5 k (k = 2)
+    assert result.stand_in == "mid"
+    assert set(result.stats["stages"]) == {"patch"}
+    expected = resize_image(sr.mambo.intensity.normalize_raw(low_left, breast_mask(low_left)), (32, 24))
+    np.testing.assert_allclose(result.mid_image, np.where(breast_mask(low_left).any(), expected, 0), atol=0.05)
+
+
+def test_large_scales_use_the_input_as_the_global_image_and_run_stages_2_and_3(sr):
+    low = downsample_area(make_phantom_case(29, (64, 64)).cc.image, 4)  # 16 x 16
+    result = sr(low, _fast(scale=4))
+    assert result.stand_in == "global"
+    assert set(result.stats["stages"]) == {"local", "patch"}
+    # the 64 px target sits on a 64 px canvas (k s = 64): the input fills the 32 px global image
+    assert result.plan.canvas == 64
+    assert result.global_image.shape == (32, 32)
+    assert result.global_image[:, :4].max() > 0.2  # chest wall side carries tissue
+
+
+@pytest.mark.slow
+def test_stand_in_can_be_forced(sr, low_left):
+    result = sr(low_left, _fast(stand_in="global"))
+    assert result.stand_in == "global" and "local" in result.stats["stages"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stitching", "sampler"), [("raster", "ddpm"), ("fused", "dpmsolver"), ("wavefront", "ddim")])
+def test_every_stitching_mode_and_sampler_runs(sr, low_left, stitching, sampler):
+    result = sr(low_left, _fast(stitching=stitching, sampler=sampler, num_inference_steps=2))
+    assert result.image.shape == (64, 48) and np.isfinite(result.image).all()
+    assert result.stats["stitching"] == stitching and result.stats["sampler"] == sampler
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (SuperResConfig(scale=1), "scale"),
+        (SuperResConfig(scale=None), "scale"),
+        (SuperResConfig(height=64), "both"),
+        (SuperResConfig(height=10, width=10), "smaller than"),
+        (SuperResConfig(scale=2, stitching="zigzag"), "stitching"),
+        (SuperResConfig(scale=2, sampler="euler"), "sampler"),
+        (SuperResConfig(scale=2, stand_in="local"), "stand_in"),
+    ],
+)
+def test_bad_options_fail_with_a_clear_bad_input_error(sr, low_left, config, message):
+    with pytest.raises(BadInputError, match=message):
+        sr(low_left, config)
+
+
+def test_a_target_below_one_tile_is_refused(sr):
+    low = downsample_area(make_phantom_case(1, (40, 40)).cc.image, 4)  # 10 x 10 -> 20 x 20 < 32
+    with pytest.raises(BadInputError, match="smaller than one 32-pixel tile"):
+        sr(low, _fast(scale=2))
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros((0, 5), np.float32), "empty"),
+        (np.zeros((16, 16, 3), np.float32), "2-D"),
+        (np.zeros((32, 24), np.float32), "no breast"),
+    ],
+)
+def test_bad_images_fail_with_a_clear_bad_input_error(sr, image, message):
+    with pytest.raises(BadInputError, match=message):
+        sr(image, _fast())
