@@ -119,6 +119,16 @@ def test_hostile_dicom_headers_are_bad_input(tmp_path):
         read_image(path)
 
 
+def test_probe_of_a_truncated_file_on_disk_reads_its_length_from_the_header(tmp_path):
+    data = Path(get_testdata_file("RG1_UNCR.dcm")).read_bytes()
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(data[:-5000])  # pixel data left unread by the probe, its declared length is not
+    with pytest.raises(BadInputError, match="truncated"):
+        probe_image(path)
+    path.write_bytes(data)
+    assert probe_image(path).height == 1955
+
+
 def test_probe_matches_read_for_dicom_without_decoding():
     data = Path(get_testdata_file("RG1_J2KR.dcm")).read_bytes()
     info = probe_image(data)

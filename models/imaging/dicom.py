@@ -29,6 +29,7 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
@@ -78,11 +79,20 @@ def decodable_syntaxes() -> list[str]:
     return out
 
 
-def parse_dataset(source: str | os.PathLike[str] | bytes | BinaryIO, *, stop_before_pixels: bool = False) -> Dataset:
-    """Parse a DICOM file (path, bytes or file object) or raise a typed error saying why not."""
+def parse_dataset(
+    source: str | os.PathLike[str] | bytes | BinaryIO,
+    *,
+    stop_before_pixels: bool = False,
+    defer_size: int | None = None,
+) -> Dataset:
+    """Parse a DICOM file (path, bytes or file object) or raise a typed error saying why not.
+
+    ``defer_size`` leaves values larger than that many bytes (the pixel data) unread until used:
+    probing and indexing then cost a header read, not a 50 MB one.
+    """
     fp: Any = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     try:
-        return pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels)
+        return pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, defer_size=defer_size)
     except InvalidDicomError as exc:
         raise UnsupportedMediaError(f"not a DICOM file: {exc}") from exc
     except FileNotFoundError:
@@ -91,7 +101,9 @@ def parse_dataset(source: str | os.PathLike[str] | bytes | BinaryIO, *, stop_bef
         raise BadInputError(f"cannot parse DICOM: {type(exc).__name__}: {exc}") from exc
 
 
-def check_pixel_header(ds: Dataset, *, max_pixels: int | None = None, max_side: int | None = None) -> None:
+def check_pixel_header(
+    ds: Dataset, *, max_pixels: int | None = None, max_side: int | None = None, file_size: int | None = None
+) -> None:
     """Validate the image pixel module before any decoding: refuse what we cannot or will not decode.
 
     Raises UnsupportedMediaError for non-image objects or syntaxes without a plugin, BadInputError for
@@ -136,7 +148,13 @@ def check_pixel_header(ds: Dataset, *, max_pixels: int | None = None, max_side: 
             )
     elif "PixelData" in ds:
         expected = rows * cols * spp * frames * bits_alloc // 8
-        have = len(ds.PixelData) if ds.PixelData is not None else 0
+        elem = ds.get_item("PixelData", keep_deferred=True)
+        if isinstance(elem, RawDataElement) and elem.value is None:  # deferred: length from the header
+            have = elem.length
+            if file_size is not None:
+                have = min(have, max(0, file_size - elem.value_tell))
+        else:
+            have = len(ds.PixelData) if ds.PixelData is not None else 0
         if have < expected:
             raise BadInputError(f"DICOM pixel data truncated: {have} bytes, expected {expected}")
 

@@ -36,6 +36,9 @@ Format = Literal["dicom", "png", "tiff"]
 DEFAULT_MAX_PIXELS = 8192 * 8192
 DEFAULT_MAX_SIDE = 8192
 
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # PixelData, Float/DoubleFloatPixelData
+#: Probing leaves DICOM values above this size (the pixel data) unread.
+_DEFER_BYTES = 256 * 1024
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _OTHER_MAGICS = {
@@ -138,9 +141,9 @@ def dicom_info(ds: Dataset) -> ImageInfo:
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     header = Dataset()
-    for elem in ds:
-        if elem.keyword not in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
-            header.add(elem)
+    for tag in list(ds.keys()):  # by tag: iterating elements would read deferred pixel data
+        if tag not in _PIXEL_TAGS:
+            header.add(ds[tag])
     header.file_meta = meta if meta is not None else Dataset()
     return ImageInfo(
         format="dicom",
@@ -214,13 +217,14 @@ def probe_image(
     For DICOM it also checks that the pixel data is complete (native syntaxes) and that a decoder
     exists for compressed ones, so a file that passes will not fail later for those reasons.
     """
-    blob = data if isinstance(data, bytes | bytearray) else Path(data).read_bytes()
-    fmt = sniff_format(bytes(blob[:132]))
+    fmt = sniff_format(_head(data))
     if fmt == "dicom":
+        size = len(data) if isinstance(data, bytes | bytearray) else Path(data).stat().st_size
         with _dicom_errors():
-            ds = parse_dataset(bytes(blob))
-            check_pixel_header(ds, max_pixels=max_pixels, max_side=max_side)
+            ds = parse_dataset(bytes(data) if isinstance(data, bytearray) else data, defer_size=_DEFER_BYTES)
+            check_pixel_header(ds, max_pixels=max_pixels, max_side=max_side, file_size=size)
             return dicom_info(ds)
+    blob = data if isinstance(data, bytes | bytearray) else Path(data).read_bytes()
     return _raster_info(bytes(blob), fmt, max_pixels, max_side)
 
 
