@@ -50,6 +50,17 @@ def test_presentation_lut_inverse_flips_monochrome2_but_not_monochrome1_twice():
     np.testing.assert_allclose(dataset_to_image(ds), 1.0 - mono2, atol=1e-6)
 
 
+def test_pixel_padding_becomes_background():
+    ds = parse_dataset(_file("RG3_UNCR.dcm"))
+    raw = ds.pixel_array
+    before = dataset_to_image(ds)
+    ds.PixelPaddingValue = int(raw[0, 0])
+    after = dataset_to_image(ds)
+    padded = raw == raw[0, 0]
+    assert padded.any() and (after[padded] == 0).all()
+    np.testing.assert_array_equal(after[~padded], before[~padded])
+
+
 def test_voi_window_from_the_file_is_applied_linearly(rg1):
     image, _ = rg1
     ds = parse_dataset(_file("RG1_UNCR.dcm"))

@@ -224,7 +224,24 @@ def dataset_to_image(ds: Dataset, *, apply_voi: bool = True, voi_index: int = 0)
     image = np.clip((values - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0).astype(np.float32)
     if _inverted_presentation(ds, photometric):
         image = 1.0 - image
+    padding = _padding_mask(ds, raw)
+    if padding is not None:
+        image[padding] = 0.0  # outside the detector's image area: background, whatever the polarity
     return image
+
+
+def _padding_mask(ds: Dataset, raw: np.ndarray) -> np.ndarray | None:
+    """Pixels marked as padding (PixelPaddingValue, up to PixelPaddingRangeLimit), in stored values."""
+    if "PixelPaddingValue" not in ds or ds.PixelPaddingValue is None:
+        return None
+    try:
+        lo = int(ds.PixelPaddingValue)
+        hi = int(ds.get("PixelPaddingRangeLimit", lo))
+    except (TypeError, ValueError):
+        return None
+    lo, hi = min(lo, hi), max(lo, hi)
+    mask = (raw >= lo) & (raw <= hi)
+    return mask if mask.any() else None
 
 
 def _inverted_presentation(ds: Dataset, photometric: str) -> bool:
