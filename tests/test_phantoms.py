@@ -135,6 +135,8 @@ def test_phantoms_command_writes_mg_dicom_png_masks_and_manifest(tmp_path):
         expected = make_phantom_case(int(row["seed"]), (96, 64), lesions=True)
         view = expected.cc if row["view"] == "CC" else expected.mlo
         np.testing.assert_array_equal(mask, view.lesion_mask)
+        healthy = read_png(out / row["healthy_png"])
+        assert np.abs(from_png - healthy)[~mask].mean() < np.abs(from_png - healthy)[mask].mean()
     for cc, mlo in by_case.values():  # one study (and series) per breast
         assert cc.StudyInstanceUID == mlo.StudyInstanceUID and cc.SeriesInstanceUID == mlo.SeriesInstanceUID
     studies = {group[0].StudyInstanceUID for group in by_case.values()}

@@ -1,6 +1,7 @@
 """``mammogen phantoms``: write seeded procedural CC/MLO phantoms as MG DICOM and 16-bit PNG.
 
-Layout: ``OUT/<case_id>/<L|R>_<CC|MLO>.dcm|.png`` (+ ``_lesions.png`` masks with ``--lesions``), and
+Layout: ``OUT/<case_id>/<L|R>_<CC|MLO>.dcm|.png`` (+ ``_lesions.png`` masks and ``_healthy.png``, the
+same acquisition without lesions, with ``--lesions``), and
 ``OUT/manifest.csv`` / ``OUT/manifest.json`` describing every view. One study per breast: both views
 of a case share a StudyInstanceUID and a SeriesInstanceUID. The same command with the same seed
 writes the same pixels (UIDs and dates differ).
@@ -31,6 +32,7 @@ MANIFEST_FIELDS = (
     "dicom",
     "png",
     "lesion_mask",
+    "healthy_png",
     "n_lesions",
     "lesion_kinds",
     "patient_id",
@@ -130,6 +132,7 @@ def write_phantoms(
                 "dicom": "",
                 "png": "",
                 "lesion_mask": "",
+                "healthy_png": "",
                 "n_lesions": len(view.lesions),
                 "lesion_kinds": ";".join(lesion.kind for lesion in view.lesions),
                 "patient_id": patient_id,
@@ -157,9 +160,12 @@ def write_phantoms(
             if lesions:
                 mask_path = write_png8(case_dir / f"{stem}_lesions.png", view.lesion_mask.astype("float32"))
                 row["lesion_mask"] = mask_path.relative_to(out).as_posix()
+                # The same acquisition without the lesions: the oracle "healthy reconstruction".
+                healthy_path = write_png16(case_dir / f"{stem}_healthy.png", view.healthy)
+                row["healthy_png"] = healthy_path.relative_to(out).as_posix()
             rows.append(row)
             views_json[view.view] = {
-                **{k: row[k] for k in ("dicom", "png", "lesion_mask")},
+                **{k: row[k] for k in ("dicom", "png", "lesion_mask", "healthy_png")},
                 "nipple": [round(float(x), 2) for x in view.nipple],
                 "lesions": [
                     {
