@@ -58,6 +58,7 @@ def _all_kinds(tmp_path: Path, image: np.ndarray) -> dict[str, Path]:
         description="super-resolution x2",
         model_name="mambo-demo",
         model_version="1.0",
+        pixel_spacing_mm=0.05,
     )
     paths["derived_from_cr"] = write_derived_dicom(
         tmp_path / "der_cr.dcm",
@@ -143,7 +144,7 @@ def test_derived_image_keeps_study_and_patient_with_a_new_series(tmp_path, image
     ref = ds.SourceImageSequence[0]
     assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
     assert ref.ReferencedSOPClassUID == source.SOPClassUID
-    assert ds.ImageLaterality == "R"
+    assert ds.ImageLaterality == "R" and "PixelSpacing" not in ds
 
 
 def test_dualview_pair_is_one_study_and_one_series(tmp_path, image):
