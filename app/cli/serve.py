@@ -127,6 +127,11 @@ def run(args: argparse.Namespace) -> int:
                 env[f"MAMMOGEN_{field.upper()}"] = str(value)
         supervisor = WorkerSupervisor(args.workers, env)
         supervisor.start()
+    # uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown; with these handlers installed
+    # first, that re-raise lands here instead of killing the process before the clean-up below.
+    received: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: received.append(signum))
     try:
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     finally:
