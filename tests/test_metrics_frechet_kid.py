@@ -72,6 +72,13 @@ def test_fid_handles_rank_deficient_covariance_without_complex_values():
     assert gaussian_stats(a).sigma.shape == (100, 100)
 
 
+def test_fid_with_fewer_samples_than_dims_uses_the_exact_cross_gram_formula():
+    rng = np.random.default_rng(10)
+    a, b = rng.normal(size=(30, 200)), rng.normal(0.1, 1.2, size=(40, 200))
+    sa, sb = gaussian_stats(a), gaussian_stats(b)
+    assert fid_from_features(a, b) == pytest.approx(frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma), rel=1e-7)
+
+
 def test_kid_is_unbiased_for_two_samples_of_one_distribution():
     # The U-statistic averages to zero (individual draws go negative); the biased V-statistic would not.
     rng = np.random.default_rng(4)
@@ -94,10 +101,12 @@ def test_kid_is_positive_for_a_shift_and_reports_std_over_subsets():
     assert shifted.subsets == 20 and shifted.subset_size == 50
 
 
-def test_kid_caps_the_subset_size_at_the_smaller_set():
+def test_kid_of_small_sets_is_the_whole_set_mmd_with_a_nonzero_std_from_half_subsets():
     rng = np.random.default_rng(6)
-    result = kernel_inception_distance(rng.normal(size=(30, 4)), rng.normal(size=(12, 4)), subsets=3)
-    assert result.subset_size == 12
+    a, b = rng.normal(size=(30, 4)), rng.normal(0.3, 1.0, size=(12, 4))
+    result = kernel_inception_distance(a, b, subsets=10)
+    assert result.mean == pytest.approx(mmd2_unbiased(a, b))
+    assert result.subset_size == 6 and result.std > 0 and "whole sets" in result.method
 
 
 class _Identity(torch.nn.Module):
@@ -134,3 +143,19 @@ def test_kid_agrees_with_torchmetrics_on_the_same_features():
     tm_mean, _ = metric.compute()
     ours = kernel_inception_distance(a, b, subsets=1, subset_size=60)
     assert ours.mean == pytest.approx(float(tm_mean), rel=1e-6)
+
+
+def test_kid_subset_mean_and_std_agree_with_torchmetrics_in_distribution():
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    rng = np.random.default_rng(9)
+    a, b = rng.normal(size=(120, 16)), rng.normal(loc=0.3, size=(120, 16))
+    with pytest.warns(UserWarning, match="buffer"):
+        metric = KernelInceptionDistance(feature=_Identity(), subsets=200, subset_size=40)
+    metric.update(torch.from_numpy(a), real=True)
+    metric.update(torch.from_numpy(b), real=False)
+    tm_mean, tm_std = (float(v) for v in metric.compute())
+    ours = kernel_inception_distance(a, b, subsets=200, subset_size=40)
+    # Different random subsets: the means agree within a few standard errors, the stds within 20%.
+    assert ours.mean == pytest.approx(tm_mean, abs=4 * tm_std / np.sqrt(200))
+    assert ours.std == pytest.approx(tm_std, rel=0.2)

@@ -56,5 +56,26 @@ def frechet_distance_between(a: GaussianStats, b: GaussianStats) -> float:
 
 
 def fid_from_features(real: np.ndarray, synthetic: np.ndarray) -> float:
-    """FID of two feature matrices (n x d and m x d)."""
-    return frechet_distance_between(gaussian_stats(real), gaussian_stats(synthetic))
+    """FID of two feature matrices (n x d and m x d).
+
+    With fewer samples than dimensions (the usual case: hundreds of images, 2048 Inception
+    features) the trace term is computed exactly from the n x m cross-Gram matrix instead of
+    d x d eigendecompositions: with Σ1 = X1ᵀX1/(n-1), Σ2 = X2ᵀX2/(m-1) (centred X),
+    tr sqrt(Σ1Σ2) = Σ singular values of X1 X2ᵀ / sqrt((n-1)(m-1)).
+    """
+    x1, x2 = np.asarray(real, np.float64), np.asarray(synthetic, np.float64)
+    if x1.ndim != 2 or x2.ndim != 2 or x1.shape[1] != x2.shape[1] or min(len(x1), len(x2)) < 2:
+        raise ValueError(f"need two (n >= 2) x d feature matrices, got {x1.shape} and {x2.shape}")
+    if min(len(x1), len(x2)) >= x1.shape[1]:
+        return frechet_distance_between(gaussian_stats(x1), gaussian_stats(x2))
+    return _fid_low_rank(x1, x2)
+
+
+def _fid_low_rank(x1: np.ndarray, x2: np.ndarray) -> float:
+    mu1, mu2 = x1.mean(axis=0), x2.mean(axis=0)
+    c1, c2 = x1 - mu1, x2 - mu2
+    a, b = len(x1) - 1, len(x2) - 1
+    trace_sqrt = float(np.linalg.svd(c1 @ c2.T, compute_uv=False).sum()) / np.sqrt(a * b)
+    tr1, tr2 = float((c1**2).sum()) / a, float((c2**2).sum()) / b
+    diff = mu1 - mu2
+    return max(float(diff @ diff) + tr1 + tr2 - 2.0 * trace_sqrt, 0.0)

