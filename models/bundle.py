@@ -239,3 +239,53 @@ def _check_networks(kind: str, names: set[str]) -> None:
 
 def _as_int(v: Any) -> int | list[int]:
     return [int(x) for x in v] if isinstance(v, list | tuple) else int(v)
+
+
+def create_random_bundle(
+    out_dir: str | os.PathLike[str],
+    *,
+    kind: BundleKind = "mambo",
+    preset: str = "tiny",
+    native_size: tuple[int, int] | None = None,
+    seed: int = 0,
+    name: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """A random-weight bundle (manifest says so) for smoke tests, benchmarks and wiring the service.
+
+    Geometry follows the preset's network size s: k = 3, overlap = s / 8 (the paper's 32 at s = 256).
+    """
+    from models.geometry import MamboGeometry
+    from models.intensity import DEFAULT_INTENSITY
+    from models.schedulers import NOISE_SCHEDULE
+    from models.unet import UNET_PRESETS, build_unet
+
+    if preset not in UNET_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(UNET_PRESETS)}")
+    s = UNET_PRESETS[preset].sample_size
+    torch.manual_seed(seed)
+    if kind == "mambo":
+        geo = MamboGeometry(s=s, k=3, overlap=max(1, s // 8))
+        native = native_size or (geo.k * s, geo.k * s)
+        geo.plan(*native)  # refuse native sizes the pipeline could not make
+        geometry: dict[str, Any] = {**geo.to_dict(), "native_size": [int(native[0]), int(native[1])]}
+        networks = {"global": build_unet(preset, 1), "local": build_unet(preset, 3), "patch": build_unet(preset, 3)}
+    elif kind == "dualview":
+        geometry = {"size": s, "chest_wall": "left"}
+        networks = {"dualview": build_unet(preset, 3, 3)}
+    else:
+        raise ValueError(f"unknown bundle kind {kind!r}; choose one of {sorted(NETWORKS)}")
+    return save_bundle(
+        out_dir,
+        kind=kind,
+        name=name or f"random-{kind}-{preset}",
+        version="0.0.0+random",
+        networks=networks,
+        geometry=geometry,
+        intensity=DEFAULT_INTENSITY,
+        schedule=NOISE_SCHEDULE,
+        training={"data": "none: random initial weights", "seed": seed, "preset": preset},
+        random_weights=True,
+        description=f"Random-weight {preset} {kind} bundle: outputs are noise-like. For tests and benchmarks only.",
+        overwrite=overwrite,
+    )

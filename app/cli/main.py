@@ -26,8 +26,8 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "serve": Command("run the API and one worker (embeds Redis when none is configured)", "app.cli.serve", 7),
     "worker": Command("run one GPU/CPU worker that loads the bundles once and takes jobs", "app.cli.worker", 7),
-    "generate": Command("generate full-resolution mammograms with the MAMBO ensemble", None, 3),
-    "bundle": Command("create and inspect checkpoint bundles", None, 3),
+    "generate": Command("generate full-resolution mammograms with the MAMBO ensemble", "app.cli.generate", 3),
+    "bundle": Command("create and inspect checkpoint bundles", "app.cli.bundle", 3),
     "dualview": Command("generate CC + MLO pairs with the dual-view model", "app.cli.dualview", 5),
     "super-resolve": Command("super-resolve a low-resolution mammogram (DICOM or PNG)", None, 6),
     "anomaly-map": Command("anomaly map of a mammogram against a healthy model", None, 6),
