@@ -50,6 +50,16 @@ def test_presentation_lut_inverse_flips_monochrome2_but_not_monochrome1_twice():
     np.testing.assert_allclose(dataset_to_image(ds), 1.0 - mono2, atol=1e-6)
 
 
+def test_window_on_rescaled_signed_ct_maps_centre_to_mid_grey():
+    ds = parse_dataset(_file("CT_small.dcm"))  # signed, RescaleSlope/Intercept present
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    centre = float(np.median(hu))
+    ds.WindowCenter, ds.WindowWidth = centre, 400.0
+    image = dataset_to_image(ds)
+    expected = np.clip((hu - (centre - 0.5)) / 399.0 + 0.5, 0.0, 1.0)
+    np.testing.assert_allclose(image, expected, atol=1e-4)
+
+
 def test_pixel_padding_becomes_background():
     ds = parse_dataset(_file("RG3_UNCR.dcm"))
     raw = ds.pixel_array

@@ -159,7 +159,7 @@ def check_pixel_header(
             raise BadInputError(f"DICOM pixel data truncated: {have} bytes, expected {expected}")
 
 
-def _output_range_after_modality(ds: Dataset, raw: np.ndarray) -> tuple[float, float]:
+def _output_range_after_modality(ds: Dataset) -> tuple[float, float]:
     """The value range the modality LUT can produce: the stored range through rescale/LUT."""
     bits = int(ds.get("BitsStored", ds.BitsAllocated))
     signed = int(ds.get("PixelRepresentation", 0)) == 1
@@ -180,11 +180,8 @@ def _voi_output_range(ds: Dataset, index: int) -> tuple[float, float] | None:
         lut_bits = int(ds.VOILUTSequence[index].LUTDescriptor[2])
         return 0.0, float(2**lut_bits - 1)
     if "WindowCenter" in ds and "WindowWidth" in ds:
-        bits = int(ds.get("BitsStored", ds.BitsAllocated))
-        # pydicom windows into the stored range when no rescale is present, else into [0, 2**bits - 1].
-        if int(ds.get("PixelRepresentation", 0)) == 1 and "RescaleSlope" not in ds and "RescaleIntercept" not in ds:
-            return float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
-        return 0.0, float(2**bits - 1)
+        # pydicom windows into the modality output range (stored range through rescale / LUT).
+        return _output_range_after_modality(ds)
     return None
 
 
@@ -211,7 +208,7 @@ def dataset_to_image(ds: Dataset, *, apply_voi: bool = True, voi_index: int = 0)
         lo, hi = 0.0, float(2 ** int(ds.get("BitsStored", 8)) - 1)
         return np.clip(raw / hi, 0.0, 1.0).astype(np.float32)
     values = apply_modality_lut(raw, ds).astype(np.float64)
-    lo, hi = _output_range_after_modality(ds, raw)
+    lo, hi = _output_range_after_modality(ds)
     voi_range = _voi_output_range(ds, voi_index) if apply_voi else None
     if voi_range is not None:
         try:
