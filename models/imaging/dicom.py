@@ -41,7 +41,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from models.errors import BadInputError, UnsupportedMediaError
+from models.errors import BadInputError, PayloadTooLargeError, UnsupportedMediaError
 from models.imaging.files import atomic_write
 
 SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
@@ -109,8 +109,6 @@ def check_pixel_header(
     Raises UnsupportedMediaError for non-image objects or syntaxes without a plugin, BadInputError for
     inconsistent headers or truncated native pixel data, PayloadTooLargeError for oversized images.
     """
-    from models.errors import PayloadTooLargeError
-
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise UnsupportedMediaError("DICOM object has no pixel data (not an image)")
     try:
