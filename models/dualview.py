@@ -24,13 +24,13 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import torch
 from diffusers import UNet2DModel
-from diffusers.utils.torch_utils import randn_tensor
 
 from models.errors import BadInputError, BundleIntegrityError
 from models.intensity import DEFAULT_INTENSITY, IntensityMapping
 from models.metrics.dualview_stats import PERCENTILE_CLIP, third_channel_error
 from models.progress import CancelFn, ProgressFn, Reporter
-from models.schedulers import NOISE_SCHEDULE, SAMPLERS, make_scheduler, scheduler_step
+from models.sampling import CallStats, SamplerSpec, denoise, unet_predictor
+from models.schedulers import NOISE_SCHEDULE, SAMPLERS
 
 Laterality = Literal["L", "R"]
 ChestWall = Literal["left", "right"]
@@ -103,7 +103,11 @@ class DualViewResult:
 
 
 class DualViewPipeline:
-    """One unconditional 3-channel DDPM, sampled the diffusers way (scheduler + per-sample generators)."""
+    """One unconditional 3-channel DDPM, sampled by the shared denoiser (`models.sampling.denoise`).
+
+    That denoiser is the MAMBO tiles' too; here it runs with no conditioning and no known pixels, on
+    whole 3-channel images, with one generator per sample so batching never changes a sample.
+    """
 
     def __init__(
         self,
@@ -176,27 +180,32 @@ class DualViewPipeline:
         ``laterality``: one value for all pairs, one per pair, or None (as generated). Raises
         BadInputError for bad parameters and CancelledError between steps when ``cancel()`` is true.
         """
-        lats = self._check(count, num_inference_steps, sampler, batch_size, laterality)
+        lats = self._check(count, num_inference_steps, sampler, eta, batch_size, laterality)
         seeds = [seed + i for i in range(count)]
-        n_chunks = -(-count // batch_size)
+        spec = SamplerSpec(sampler, num_inference_steps, eta, self.schedule)
         reporter = Reporter(callback, cancel, {STAGE: float(count * num_inference_steps)})
+        calls = CallStats()
+        n_chunks = -(-count // batch_size)
         t0 = time.perf_counter()
-        chunks = []
+        # 1. reverse diffusion, batch by batch: x_T ~ N(0, I) -> x_0 for all three channels at once.
+        x0 = []
         for c in range(n_chunks):
-            chunk = seeds[c * batch_size : (c + 1) * batch_size]
-            chunks.append(self._sample(chunk, num_inference_steps, sampler, eta, reporter, c, n_chunks))
+
+            def on_step(n: int, total: int, c: int = c) -> None:
+                reporter.step(STAGE, c * total + n, n_chunks * total)
+
+            x0.append(self._sample(seeds[c * batch_size : (c + 1) * batch_size], spec, batch_size, calls, on_step))
         reporter.finish_stage(STAGE)
-        x0 = torch.cat(chunks)
         seconds = time.perf_counter() - t0
 
-        # 4. model range -> [0, 1]; the paper's percentile clip; split; restore laterality.
-        rgb = self.intensity.from_model(x0).cpu().numpy().astype(np.float32)
+        # 2. model range -> [0, 1]; the paper's percentile clip; split into CC and MLO; restore laterality.
+        rgb = self.intensity.from_model(torch.cat(x0)).cpu().numpy().astype(np.float32)
         cc, mlo = decode_pair(postprocess(rgb))
         cc = np.stack([orient(v, lat, self.chest_wall) for v, lat in zip(cc, lats, strict=True)])
         mlo = np.stack([orient(v, lat, self.chest_wall) for v, lat in zip(mlo, lats, strict=True)])
         stats = {
-            "model_evaluations": count * num_inference_steps,
-            "sequential_model_calls": n_chunks * num_inference_steps,
+            "model_evaluations": calls.model_evaluations,
+            "sequential_model_calls": calls.sequential_calls,
             "seconds": round(seconds, 3),
             "seconds_per_pair": round(seconds / count, 3),
             "sampler": sampler,
@@ -209,37 +218,24 @@ class DualViewPipeline:
     def _sample(
         self,
         seeds: list[int],
-        steps: int,
-        sampler: str,
-        eta: float,
-        reporter: Reporter,
-        chunk: int,
-        n_chunks: int,
+        spec: SamplerSpec,
+        max_batch: int,
+        calls: CallStats,
+        on_step: Any,
     ) -> torch.Tensor:
-        """Reverse diffusion of one batch (paper: a diffusers DDPM pipeline), in fp32 outside the network."""
-        device = self.device
-        net_dtype = getattr(self.unet, "dtype", torch.float32)
+        """Reverse diffusion of one batch with the shared denoiser (no conditioning, no known pixels):
+        x_T ~ N(0, I) per sample, then predict the noise of all three channels and step, T times."""
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        scheduler = make_scheduler(sampler, self.schedule, eta)  # fresh: multistep solvers keep history
-        scheduler.set_timesteps(steps, device=device)
-
-        # 1. x_T ~ N(0, I), each sample from its own generator.
-        x = randn_tensor((len(seeds), 3, self.height, self.width), generator=generators, device=device)
-        x = x * scheduler.init_noise_sigma
-        for i, t in enumerate(scheduler.timesteps):
-            # 2. predict the noise of all three channels (CC, MLO, |CC - MLO|) at once.
-            model_in = scheduler.scale_model_input(x, t).to(net_dtype)
-            eps = self.unet(model_in, t).sample.float()
-            # 3. x_t -> x_{t-1}
-            x = scheduler_step(scheduler, eps, t, x, generators)
-            reporter.step(STAGE, chunk * steps + i + 1, n_chunks * steps)
-        return x
+        predict = unet_predictor(self.unet, None, max_batch, calls)
+        shape = (len(seeds), 3, self.height, self.width)
+        return denoise(predict, spec, shape, generators, device=self.device, on_step=on_step)
 
     def _check(
         self,
         count: int,
         steps: int,
         sampler: str,
+        eta: float,
         batch_size: int,
         laterality: Laterality | Sequence[Laterality | None] | None,
     ) -> list[Laterality | None]:
@@ -251,6 +247,8 @@ class DualViewPipeline:
             raise BadInputError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if batch_size < 1:
             raise BadInputError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0.0 <= eta <= 1.0:
+            raise BadInputError(f"eta must be in [0, 1], got {eta}")
         lats = [laterality] * count if laterality is None or isinstance(laterality, str) else list(laterality)
         if len(lats) != count:
             raise BadInputError(f"got {len(lats)} lateralities for {count} pairs")

@@ -124,7 +124,14 @@ def test_progress_reaches_one_and_cancel_stops_between_steps(tiny_pipeline):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"count": 0}, {"num_inference_steps": 0}, {"sampler": "euler"}, {"batch_size": 0}, {"laterality": ["L"]}],
+    [
+        {"count": 0},
+        {"num_inference_steps": 0},
+        {"sampler": "euler"},
+        {"batch_size": 0},
+        {"laterality": ["L"]},
+        {"eta": 2.0},
+    ],
 )
 def test_bad_parameters_are_bad_input(tiny_pipeline, kwargs):
     args = {"count": 2, "num_inference_steps": 1} | kwargs
