@@ -248,6 +248,7 @@ def super_resolve(params: dict[str, Any]) -> dict[str, Any]:
         )
 
     files = _write_image(rt.store, job.id, "superres", result.image, params["formats"], dicom)
+    rt.store.delete_upload(job.id)
     summary = {
         "model": {"kind": "mambo", "name": bundle.name, "version": bundle.version},
         "input": {"format": info.format, "height": int(image.shape[0]), "width": int(image.shape[1])},
@@ -310,6 +311,7 @@ def anomaly_map(params: dict[str, Any]) -> dict[str, Any]:
     files.append(rt.store.write_png16(job.id, "mask.png", result.mask.astype(np.float32)))
     files.append(rt.store.write_png8(job.id, "overlay.png", result.overlay()))
     files.append(rt.store.write_png16(job.id, "reconstruction.png", result.reconstruction))
+    rt.store.delete_upload(job.id)
     summary = {
         "model": {"kind": "mambo", "name": bundle.name, "version": bundle.version},
         "input": {"format": info.format, "height": int(image.shape[0]), "width": int(image.shape[1])},

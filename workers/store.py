@@ -120,6 +120,10 @@ class ResultStore:
         return path
 
     # retention ----------------------------------------------------------------------------
+    def delete_upload(self, job_id: str) -> None:
+        """A finished job's input is not needed any more (its results are)."""
+        shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)
+
     def delete_job(self, job_id: str) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
         shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)

@@ -33,12 +33,20 @@ WORKER_LOST = {
 
 
 def reap_abandoned(queue: Queue) -> list[str]:
-    """Retry or fail the jobs of ``queue`` whose heartbeat expired; returns their ids."""
-    registry = StartedJobRegistry(queue.name, connection=queue.connection, serializer=SERIALIZER)
-    expired = registry.get_expired_job_ids()
-    if not expired:
+    """Retry or fail the jobs of ``queue`` whose heartbeat expired; returns their ids.
+
+    Several API processes and RQ's own worker maintenance may scan at once; RQ's maintenance lock
+    (held here for seconds, not RQ's 15 minutes) lets only one of them act, so no job is retried twice.
+    """
+    if not queue.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=30):
         return []
-    registry.cleanup()
+    try:
+        registry = StartedJobRegistry(queue.name, connection=queue.connection, serializer=SERIALIZER)
+        expired = registry.get_expired_job_ids()
+        if expired:
+            registry.cleanup()
+    finally:
+        queue.connection.delete(queue.registry_cleaning_key)
     for job_id in expired:
         try:
             job = Job.fetch(job_id, connection=queue.connection, serializer=SERIALIZER)

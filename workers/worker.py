@@ -24,25 +24,55 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 from rq.worker import SimpleWorker, WorkerStatus
 
-from models.errors import BadInputError, BundleIntegrityError, BundleNotFoundError, CancelledError, MammogenError
+from models.errors import (
+    BadInputError,
+    BundleIntegrityError,
+    BundleNotFoundError,
+    CancelledError,
+    MammogenError,
+    OutOfMemoryError,
+)
 from workers import runtime as runtime_mod
 from workers.heartbeat import Heartbeat
 from workers.queueing import SERIALIZER
 from workers.runtime import WorkerRuntime
 
-#: Errors a retry cannot fix.
-NOT_RETRYABLE: tuple[type[MammogenError], ...] = (
+#: Errors a retry cannot fix (a timed-out job would only time out again).
+NOT_RETRYABLE: tuple[type[BaseException], ...] = (
     BadInputError,
     BundleNotFoundError,
     BundleIntegrityError,
     CancelledError,
+    JobTimeoutException,
 )
 
 ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
 
 
+def is_device_oom(exc: BaseException | None) -> bool:
+    """torch's CUDA/MPS out-of-memory errors (a RuntimeError subclass, or a plain one saying so)."""
+    if exc is None or "torch" not in sys.modules:
+        return False
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(exc, oom) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def free_device_memory() -> None:
+    """After an OOM: drop cached blocks so the next job starts from the loaded weights only."""
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def error_record(exc: BaseException | None) -> dict[str, Any]:
     """The job meta ``error`` entry for an exception: the same code/status the API would answer."""
+    if is_device_oom(exc):
+        exc = OutOfMemoryError(f"the device ran out of memory ({exc}); retry with a smaller max_batch or size")
     if isinstance(exc, MammogenError):
         return {**exc.to_dict(), "http_status": exc.http_status}
     if isinstance(exc, JobTimeoutException):
@@ -109,6 +139,8 @@ class MammogenWorker(SimpleWorker):
             self._stopped_job_id = job.id  # RQ marks it STOPPED and never retries it
         if isinstance(exc, NOT_RETRYABLE):
             job.retries_left = 0
+        if is_device_oom(exc):
+            free_device_memory()  # the worker keeps serving; a retry may land on a freer device
         try:
             meta = job.get_meta(refresh=True)
             meta["error"] = error_record(exc)
