@@ -102,3 +102,14 @@ def test_fill_lists_unusable_files_and_keeps_the_good_ones(tmp_path, dicoms):
     assert ok == list(dicoms)
     assert [path.name for path, _ in failed] == ["notes.txt", "deleted.dcm"]
     assert "unrecognised" in failed[0][1] and "FileNotFoundError" in failed[1][1]
+
+
+def test_parallel_fill_makes_the_same_entries_as_a_serial_one(tmp_path, dicoms):
+    serial, parallel = PreprocessCache(tmp_path / "a"), PreprocessCache(tmp_path / "b")
+    bad = tmp_path / "src" / "bad.dcm"
+    bad.write_bytes(b"DICM but not really")
+    paths = [*dicoms, bad]
+    assert serial.fill(paths) == parallel.fill(paths, workers=2)
+    for path in dicoms:
+        np.testing.assert_array_equal(serial.get(path).image, parallel.get(path).image)
+    assert parallel.hits == len(dicoms)  # the worker processes filled the shared folder

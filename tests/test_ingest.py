@@ -87,3 +87,15 @@ def test_decode_mode_also_catches_broken_pixel_data(tmp_path):
     (root / "corrupt.png").write_bytes(data[:60] + bytes(len(data) - 60))
     report = index_folder(root, tmp_path / "i.csv", decode=True)
     assert report.indexed == 1 and report.failed == 1
+
+
+def test_parallel_ingest_writes_the_same_index_in_the_same_order(tmp_path):
+    from training.ingest import index_folder
+
+    root = tmp_path / "data"
+    _messy_folder(root)
+    serial = index_folder(root, tmp_path / "serial.csv")
+    parallel = index_folder(root, tmp_path / "parallel.csv", workers=2)
+    assert (serial.indexed, serial.failed) == (parallel.indexed, parallel.failed) == (5, 3)
+    assert read_index(tmp_path / "serial.csv") == read_index(tmp_path / "parallel.csv")
+    assert read_index(serial.errors_path) == read_index(parallel.errors_path)

@@ -20,6 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--decode", action="store_true", help="decode every image (slow; also catches corrupt compressed data)"
     )
     parser.add_argument("--max-side", type=int, default=None, help="refuse images with a longer side (px)")
+    parser.add_argument("--workers", type=int, default=1, help="processes (worth it with --decode)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         args.errors,
         decode=args.decode,
         max_side=args.max_side or INGEST_MAX_SIDE,
+        workers=max(1, args.workers),
     )
     views = ", ".join(f"{k}: {v}" for k, v in sorted(report.by_view.items())) or "none"
     print(f"indexed {report.indexed} images ({views}) -> {report.index_path}")
