@@ -1,0 +1,106 @@
+"""``mammogen anomaly-map INPUT --lambda 700 --seeds 5 --out DIR``: where a healthy model disagrees with the image.
+
+INPUT is a DICOM, PNG or TIFF. DIR receives, all in the input's orientation and size:
+``heatmap.npy`` (raw float heat), ``heatmap.png`` (16-bit, scaled to its peak), ``mask.png`` (the
+binary mask at the chosen threshold mode), ``overlay.png`` (8-bit RGB for people: heat in red,
+mask outlined in yellow), ``reconstruction.png`` (the healthy reconstruction), ``preprocessed.png``
+(the input as the model saw it) and ``anomaly.json`` (threshold mode and value, lambda, seeds, timings).
+
+Threshold modes: ``otsu`` (per image, label-free), ``fixed`` (``--threshold T`` on the heat map) and
+``percentile`` (``--threshold T`` calibrated on healthy images, e.g. the value that
+``mammogen evaluate anomaly`` prints as the healthy 99th percentile for the same bundle and options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, metavar="INPUT", help="mammogram (DICOM, PNG or TIFF)")
+    parser.add_argument(
+        "--lambda", dest="lam", type=int, default=700, help="noise timestep of 1000 to start from (paper: 700)"
+    )
+    parser.add_argument("--seeds", type=int, default=5, help="reconstructions averaged (seeds --seed ... --seed+N-1)")
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--threshold-mode", default="otsu", choices=("fixed", "otsu", "percentile"))
+    parser.add_argument("--threshold", type=float, default=None, help="heat threshold for fixed/percentile modes")
+    parser.add_argument(
+        "--recipe",
+        default="strong",
+        choices=("strong", "paper"),
+        help="strong: L1 residual, eroded mask, 5x5 median, blobs < 20 px dropped (notes/evaluation.md); "
+        "paper: histogram matching, positive residual, 30%% floor, Gaussian blur (MAMBO §3.3)",
+    )
+    parser.add_argument(
+        "--resolution", default="global", choices=("global", "full"), help="global: stage 1 (paper); full: stage 3"
+    )
+    parser.add_argument("--bundle", type=Path, default=None, help="MAMBO bundle trained on healthy images")
+    parser.add_argument("--sampler", default="ddpm", choices=("ddpm", "ddim", "dpmsolver"))
+    parser.add_argument(
+        "--steps", type=int, default=1000, help="sampler steps over the 1000-step schedule (ddpm 1000: lambda calls)"
+    )
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    parser.add_argument("--max-batch", type=int, default=16, help="tiles x seeds per network call")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: settings, else auto)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from app.cli.superres import device, progress_printer, require_bundle
+    from app.settings import get_settings
+    from models.anomaly import PAPER_POST, STRONG_POST, AnomalyConfig, AnomalyPipeline
+    from models.errors import BadInputError
+    from models.imaging.files import atomic_write, write_npy, write_png8, write_png16
+    from models.imaging.readers import read_image
+
+    if args.seeds < 1:
+        raise BadInputError(f"--seeds must be >= 1, got {args.seeds}")
+    settings = get_settings()
+    image, info = read_image(args.input, max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
+    config = AnomalyConfig(
+        lam=args.lam,
+        seeds=tuple(args.seed + i for i in range(args.seeds)),
+        sampler=args.sampler,
+        num_inference_steps=args.steps,
+        eta=args.eta,
+        post=PAPER_POST if args.recipe == "paper" else STRONG_POST,
+        threshold_mode=args.threshold_mode,
+        threshold=args.threshold,
+        resolution=args.resolution,
+        max_batch=args.max_batch,
+    )
+    config.validate()  # before the bundle loads: a bad option fails fast
+    bundle_path = require_bundle(args.bundle or settings.bundle_path("mambo"))
+    pipe = AnomalyPipeline.from_bundle(bundle_path, device=device(args.device or settings.device))
+    result = pipe(image, config, info=info, callback=progress_printer("anomaly-map"))
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    peak = float(result.heatmap.max())
+    files = {
+        "heatmap_npy": str(write_npy(out / "heatmap.npy", result.heatmap)),
+        "heatmap_png": str(write_png16(out / "heatmap.png", result.heatmap / peak if peak > 0 else result.heatmap)),
+        "mask": str(write_png16(out / "mask.png", result.mask.astype(np.float32))),
+        "overlay": str(write_png8(out / "overlay.png", result.overlay())),
+        "reconstruction": str(write_png16(out / "reconstruction.png", result.reconstruction)),
+        "preprocessed": str(write_png16(out / "preprocessed.png", result.preprocessed)),
+    }
+    summary = {
+        "input": str(args.input),
+        "bundle": str(bundle_path),
+        "recipe": args.recipe,
+        "files": files,
+        "heat_peak": round(peak, 6),
+        "anomalous_pixels": int(result.mask.sum()),
+        "region_pixels": int(result.region.sum()),
+        **result.stats,
+    }
+    atomic_write(out / "anomaly.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    print(json.dumps(summary))
+    sys.stdout.flush()
+    return 0
