@@ -99,3 +99,13 @@ def test_parallel_ingest_writes_the_same_index_in_the_same_order(tmp_path):
     assert (serial.indexed, serial.failed) == (parallel.indexed, parallel.failed) == (5, 3)
     assert read_index(tmp_path / "serial.csv") == read_index(tmp_path / "parallel.csv")
     assert read_index(serial.errors_path) == read_index(parallel.errors_path)
+
+
+def test_exclude_globs_skip_names_and_relative_paths(tmp_path):
+    root = tmp_path / "data"
+    _messy_folder(root)
+    out = tmp_path / "i.csv"
+    assert main(["ingest", str(root), "--out", str(out), "--exclude", "bad/*", "--exclude", "*.png"]) == 0
+    names = sorted(Path(r["path"]).name for r in read_index(out))
+    assert names == ["IMG0001", "IMG0002", "chest.dcm"]
+    assert read_index(tmp_path / "i.errors.csv") == []

@@ -137,6 +137,11 @@ def test_phantoms_command_writes_mg_dicom_png_masks_and_manifest(tmp_path):
         np.testing.assert_array_equal(mask, view.lesion_mask)
         healthy = read_png(out / row["healthy_png"])
         assert np.abs(from_png - healthy)[~mask].mean() < np.abs(from_png - healthy)[mask].mean()
+    assert {p.name for p in out.iterdir()} == {"dicom", "png", "ground_truth", "manifest.csv", "manifest.json"}
+    from training.ingest import index_folder
+
+    report = index_folder(out / "dicom", tmp_path / "index.csv")  # images only, no masks
+    assert (report.indexed, report.failed, report.by_view) == (4, 0, {"CC": 2, "MLO": 2})
     for cc, mlo in by_case.values():  # one study (and series) per breast
         assert cc.StudyInstanceUID == mlo.StudyInstanceUID and cc.SeriesInstanceUID == mlo.SeriesInstanceUID
     studies = {group[0].StudyInstanceUID for group in by_case.values()}

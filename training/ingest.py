@@ -11,9 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +55,22 @@ class IngestReport:
     by_view: dict[str, int]
 
 
-def iter_files(root: str | os.PathLike[str], exclude: set[Path] | None = None) -> Iterator[Path]:
-    """Every regular file under ``root`` in a stable order, skipping hidden files and folders."""
+def iter_files(
+    root: str | os.PathLike[str], exclude: set[Path] | None = None, patterns: Sequence[str] = ()
+) -> Iterator[Path]:
+    """Every regular file under ``root`` in a stable order, skipping hidden files and folders, the
+    ``exclude`` paths and names or relative paths matching any glob in ``patterns``."""
     exclude = {p.resolve() for p in exclude or set()}
+    root = Path(root)
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
             path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if any(fnmatch(name, pat) or fnmatch(rel, pat) for pat in patterns):
+                continue
             if path.is_file() and path.resolve() not in exclude:
                 yield path
 
@@ -94,6 +102,7 @@ def index_folder(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_side: int | None = INGEST_MAX_SIDE,
     workers: int = 1,
+    exclude: Sequence[str] = (),
 ) -> IngestReport:
     """Write the index and the errors CSV (``<out>.errors.csv`` by default); never aborts on a file.
 
@@ -103,7 +112,7 @@ def index_folder(
     errors_csv = Path(errors_csv) if errors_csv is not None else out_csv.with_suffix(".errors.csv")
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
-    jobs = [(path, decode, max_pixels, max_side) for path in iter_files(root, exclude={out_csv, errors_csv})]
+    jobs = [(path, decode, max_pixels, max_side) for path in iter_files(root, {out_csv, errors_csv}, exclude)]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(_index_one, jobs, chunksize=8))

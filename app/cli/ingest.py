@@ -21,6 +21,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-side", type=int, default=None, help="refuse images with a longer side (px)")
     parser.add_argument("--workers", type=int, default=1, help="processes (worth it with --decode)")
+    parser.add_argument(
+        "--exclude", action="append", default=[], metavar="GLOB", help="skip names/relative paths matching (repeatable)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         decode=args.decode,
         max_side=args.max_side or INGEST_MAX_SIDE,
         workers=max(1, args.workers),
+        exclude=tuple(args.exclude),
     )
     views = ", ".join(f"{k}: {v}" for k, v in sorted(report.by_view.items())) or "none"
     print(f"indexed {report.indexed} images ({views}) -> {report.index_path}")

@@ -1,8 +1,10 @@
 """``mammogen phantoms``: write seeded procedural CC/MLO phantoms as MG DICOM and 16-bit PNG.
 
-Layout: ``OUT/<case_id>/<L|R>_<CC|MLO>.dcm|.png`` (+ ``_lesions.png`` masks and ``_healthy.png``, the
-same acquisition without lesions, with ``--lesions``), and
-``OUT/manifest.csv`` / ``OUT/manifest.json`` describing every view. One study per breast: both views
+Layout: ``OUT/dicom/<case>/<L|R>_<CC|MLO>.dcm``, ``OUT/png/<case>/...png`` (16-bit) and, with
+``--lesions``, ``OUT/ground_truth/<case>/..._lesions.png`` (masks) and ``..._healthy.png`` (the same
+acquisition without lesions), plus ``OUT/manifest.csv`` / ``OUT/manifest.json`` describing every
+view. Images and ground truth live in separate trees so ``mammogen ingest OUT/dicom`` (or
+``OUT/png``) indexes training images only. One study per breast: both views
 of a case share a StudyInstanceUID and a SeriesInstanceUID. The same command with the same seed
 writes the same pixels (UIDs and dates differ).
 """
@@ -113,7 +115,7 @@ def write_phantoms(
     cases_json: list[dict[str, Any]] = []
     for i in range(count):
         case = make_phantom_case(seed + i, size, lesions=lesions, laterality=laterality)  # type: ignore[arg-type]
-        case_dir = out / case.case_id
+        dicom_dir, png_dir, truth_dir = (out / kind / case.case_id for kind in ("dicom", "png", "ground_truth"))
         study_uid, series_uid = generate_uid(), generate_uid()
         patient_id = f"PH{case.seed:06d}"
         views_json: dict[str, Any] = {}
@@ -141,7 +143,7 @@ def write_phantoms(
             }
             if "dicom" in formats:
                 path = write_mg_phantom_dicom(
-                    case_dir / f"{stem}.dcm",
+                    dicom_dir / f"{stem}.dcm",
                     view.image,
                     laterality=case.laterality,
                     view=view.view,
@@ -156,12 +158,12 @@ def write_phantoms(
                 )
                 row["dicom"] = path.relative_to(out).as_posix()
             if "png" in formats:
-                row["png"] = write_png16(case_dir / f"{stem}.png", view.image).relative_to(out).as_posix()
+                row["png"] = write_png16(png_dir / f"{stem}.png", view.image).relative_to(out).as_posix()
             if lesions:
-                mask_path = write_png8(case_dir / f"{stem}_lesions.png", view.lesion_mask.astype("float32"))
+                mask_path = write_png8(truth_dir / f"{stem}_lesions.png", view.lesion_mask.astype("float32"))
                 row["lesion_mask"] = mask_path.relative_to(out).as_posix()
                 # The same acquisition without the lesions: the oracle "healthy reconstruction".
-                healthy_path = write_png16(case_dir / f"{stem}_healthy.png", view.healthy)
+                healthy_path = write_png16(truth_dir / f"{stem}_healthy.png", view.healthy)
                 row["healthy_png"] = healthy_path.relative_to(out).as_posix()
             rows.append(row)
             views_json[view.view] = {
