@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -183,7 +182,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     extractor = _extractor(args)
     info = extractor.describe()
     report: dict[str, Any] = {
-        "command": "mammogen evaluate generation " + " ".join(sys.argv[3:] if len(sys.argv) > 3 else []),
+        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k[0] != "_"},
         "real": {"folder": str(args.real), "n": len(real), "unreadable": real_skipped},
         "synthetic": {"folder": str(args.synthetic), "n": len(synth), "unreadable": synth_skipped},
         "extractor": info,
