@@ -135,7 +135,7 @@ def test_evaluate_reads_the_dualview_command_output(bundle, tmp_path, capsys):
     found = discover_pairs(out)
     assert found.source == "dicom" and len(found.pairs) == 3 and not found.unpaired
     by_name = discover_pairs(out, "png")
-    assert sorted(by_name.pairs) == ["pair_0000_r", "pair_0001_r", "pair_0002_r"]
+    assert list(by_name.pairs) == list(found.pairs) == ["pair_0000_R_CC", "pair_0001_R_CC", "pair_0002_R_CC"]
     cc_path, _ = by_name.pairs[sorted(by_name.pairs)[0]]
     assert cc_path.name == "pair_0000_R_CC.png" and read_png(cc_path).shape == (SIZE, SIZE)
 

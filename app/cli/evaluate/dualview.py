@@ -148,13 +148,16 @@ def _named_pairs(root: Path, files: list[Path]) -> DiscoveredPairs:
 
 
 def _pair_up(groups: dict[str, dict[str, list[Path]]], source: str, root: Path) -> DiscoveredPairs:
+    """Keep groups with exactly one CC and one MLO, named by the CC file's path (without suffix)."""
     out = DiscoveredPairs(source)
-    for key in sorted(groups):
-        views = groups[key]
+    for views in groups.values():
         if len(views.get("CC", [])) == 1 and len(views.get("MLO", [])) == 1:
-            out.pairs[key] = (views["CC"][0], views["MLO"][0])
+            cc = views["CC"][0]
+            out.pairs[cc.relative_to(root).with_suffix("").as_posix()] = (cc, views["MLO"][0])
         else:
             out.unpaired += [str(p.relative_to(root)) for paths in views.values() for p in paths]
+    out.pairs = dict(sorted(out.pairs.items()))
+    out.unpaired.sort()
     return out
 
 
