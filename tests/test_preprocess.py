@@ -133,3 +133,14 @@ def test_config_round_trips_and_its_key_changes_with_any_parameter():
     assert PreprocessConfig.from_dict(config.to_dict()) == config
     assert config.key() != PreprocessConfig().key()
     assert PreprocessConfig(intensity=IntensityMapping(raw_window="percentile")).key() != PreprocessConfig().key()
+
+
+def test_images_without_a_breast_are_refused_not_cached_empty():
+    from models.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="no breast"):
+        preprocess_image(np.zeros((64, 64), np.float32))
+    speck = np.zeros((64, 64), np.float32)
+    speck[5:7, 5:7] = 1.0
+    with pytest.raises(BadInputError, match="no breast"):
+        preprocess_image(speck)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from models.errors import BadInputError
 from models.imaging.mask import OTSU_FACTOR, breast_mask
 from models.imaging.orientation import Orientation, canonicalize
 from models.imaging.readers import ImageInfo, read_image
@@ -37,6 +38,7 @@ class PreprocessConfig:
     crop_to_breast: bool = False
     crop_margin_px: int = 0
     apply_voi: bool = True  # DICOM VOI LUT / window when reading
+    min_breast_fraction: float = 0.01  # smaller masks: refuse the image rather than train on nothing
     version: int = PREPROCESS_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,6 +172,11 @@ def preprocess_image(
     if config.fix_inverted:
         img, inverted = undo_inversion(img)
     mask = segment(img, config)
+    if mask.mean() < config.min_breast_fraction:
+        raise BadInputError(
+            f"no breast found: the mask covers {100 * mask.mean():.2f}% of the image "
+            f"(< {100 * config.min_breast_fraction:g}%); blank, cropped or not a mammogram"
+        )
     img = zero_background(img, mask)
     img, mask, orientation = face_left(img, mask, info)
     img = normalize(img, mask, config)
