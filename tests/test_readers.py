@@ -61,6 +61,22 @@ def test_rgb_png_is_read_as_gray():
     np.testing.assert_allclose(image, 1 / 3, atol=1e-6)
 
 
+def test_palette_alpha_and_1bit_pngs_read_as_their_visible_gray():
+    gray = np.arange(0, 256, 4, dtype=np.uint8).reshape(8, 8)
+    expected = gray / 255.0
+    palette = Image.fromarray(gray).convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
+    alpha = Image.fromarray(np.stack([gray, np.full_like(gray, 255)], axis=-1), mode="LA")
+    for im in (palette, alpha):
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        image, _ = read_image(buf.getvalue())
+        np.testing.assert_allclose(image, expected, atol=3 / 255)
+    bits = Image.fromarray(gray > 127).convert("1")
+    buf = io.BytesIO()
+    bits.save(buf, format="PNG")
+    np.testing.assert_array_equal(read_image(buf.getvalue())[0], (gray > 127).astype(np.float32))
+
+
 def test_empty_text_and_other_formats_are_refused_with_a_reason():
     with pytest.raises(BadInputError, match="empty"):
         read_image(b"")
