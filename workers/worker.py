@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import uuid
 from types import TracebackType
 from typing import Any
 
@@ -90,7 +91,9 @@ class MammogenWorker(SimpleWorker):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("serializer", SERIALIZER)
-        kwargs.setdefault("name", f"{socket.gethostname()}-{os.getpid()}")
+        # host-pid plus a random part: a restarted container has the same host name and PID 1, and RQ
+        # refuses a name whose previous (dead) owner's key has not expired yet.
+        kwargs.setdefault("name", f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         # RQ's own abandoned-job scan also runs here, far more often than its 600 s default.
         kwargs.setdefault("maintenance_interval", max(5, int(heartbeat_s * 3)))
         super().__init__(queues, **kwargs)

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import Request, Response
 
+from app.api.jobview import fetch_job, public_status
 from app.api.schemas import JobAccepted
 from app.api.state import ServiceState
 from models.errors import BundleNotFoundError, PayloadTooLargeError
@@ -42,10 +43,14 @@ def timeout_for(state: ServiceState, kind: str, params: dict[str, Any]) -> int:
 
 
 def accepted(request: Request, response: Response, sub: Submission) -> JobAccepted:
-    """202 + Location for a new job; a replayed idempotent POST answers 200 with the same job."""
+    """202 + Location for a new job; a replayed idempotent POST answers 200 with the same job as it is now."""
     location = f"{request.url_for('get_job', job_id=sub.job_id).path}"
     response.headers["Location"] = location
     response.status_code = 200 if sub.replayed else 202
+    status = "queued"
     if sub.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return JobAccepted(id=sub.job_id, status="queued", location=location, replayed=sub.replayed)
+        state: ServiceState = request.app.state.service
+        job = fetch_job(state.connection, sub.job_id)
+        status = public_status(str(job.get_status(refresh=False).value), job.get_meta())
+    return JobAccepted(id=sub.job_id, status=status, location=location, replayed=sub.replayed)  # type: ignore[arg-type]
