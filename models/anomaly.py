@@ -404,10 +404,15 @@ class AnomalyResult:
     threshold: float
     threshold_mode: str
     global_heatmap: np.ndarray  # (s, s) canonical
+    min_component_px: int = 0  # blobs smaller than this (input pixels) were dropped from ``mask``
     stats: dict[str, Any] = field(default_factory=dict)
 
     def overlay(self) -> np.ndarray:
         return overlay(self.preprocessed, self.heatmap, self.mask)
+
+    def binarize(self, mode: BinarizeMode, threshold: float | None = None) -> tuple[np.ndarray, float]:
+        """The same heat map under another threshold mode (evaluation compares modes on one map)."""
+        return binarize(self.heatmap, self.region, mode, threshold, self.min_component_px)
 
 
 def anomaly_from_reconstructions(
@@ -448,7 +453,8 @@ def anomaly_from_reconstructions(
     # binarise on the input grid, so the mask has full-resolution edges; sizes scale with the grid
     region = eroded_region(prep.breast, post_here.erode_px * factor)
     heat = np.where(region, heat, 0.0).astype(np.float32)
-    binary, t = binarize(heat, region, config.threshold_mode, config.threshold, post_here.min_component_px * factor**2)
+    min_px = post_here.min_component_px * factor**2
+    binary, t = binarize(heat, region, config.threshold_mode, config.threshold, min_px)
     return AnomalyResult(
         heatmap=prep.to_input(heat),
         mask=prep.to_input(binary),
@@ -458,6 +464,7 @@ def anomaly_from_reconstructions(
         threshold=t,
         threshold_mode=config.threshold_mode,
         global_heatmap=heat_here if on_global else np.zeros((0, 0), np.float32),
+        min_component_px=min_px,
     )
 
 
