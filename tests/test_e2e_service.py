@@ -91,6 +91,9 @@ def test_readyz_sees_the_worker_and_models_lists_its_verified_bundles(service):
     models = {m["kind"]: m for m in service.get("/models").json()["models"]}
     assert models["dualview"]["loaded"] and models["dualview"]["version"] == "0.0.1"
     assert models["dualview"]["detail"]["verified"] is True
+    manifest = (models["dualview"]["path"]) + "/manifest.json"
+    assert models["dualview"]["detail"]["manifest_sha256"] == hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
+    assert all(len(h) == 64 for h in models["dualview"]["detail"]["file_sha256"].values())
     assert models["mambo"]["loaded"] and models["mambo"]["name"] == "test-mambo"
     assert models["mambo"]["workers"] == [service.worker.name]
 

@@ -91,13 +91,26 @@ class WorkerRuntime:
             self._pipelines[key] = factory(bundle, device=self.device, dtype=resolve_dtype(self.dtype, self.device))
         return self._pipelines[key]
 
+    def _hashes(self, kind: str, bundle: Any) -> dict[str, Any]:
+        """The manifest's own sha256 (it lists every file's hash, so it names the exact weights) and those files."""
+        key = f"hashes:{kind}"
+        if key not in self._pipelines:
+            from models.imaging.files import sha256_file
+
+            manifest = Path(bundle.path) / "manifest.json"
+            self._pipelines[key] = {
+                "manifest_sha256": sha256_file(manifest) if manifest.is_file() else None,
+                "file_sha256": dict(bundle.manifest.get("files", {})),
+            }
+        return self._pipelines[key]
+
     def describe(self) -> dict[str, Any]:
         bundles: dict[str, Any] = {}
         for kind, path in self.bundle_paths.items():
             if kind in self._bundles:
                 b = self._bundles[kind]
                 summary = b.summary() if hasattr(b, "summary") else {}
-                bundles[kind] = {"loaded": True, "path": str(path), **summary}
+                bundles[kind] = {"loaded": True, "path": str(path), **summary, **self._hashes(kind, b)}
             else:
                 bundles[kind] = {"loaded": False, "path": str(path), "error": self._errors.get(kind, "not loaded")}
         return {"device": self.device, "dtype": self.dtype, "bundles": bundles}

@@ -1,0 +1,55 @@
+"""Probes and the OpenAPI document, without a worker (and, for /readyz, without a reachable Redis)."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from workers.sizing import job_timeout_s
+
+
+def test_readyz_is_503_naming_redis_when_redis_is_unreachable(tmp_path):
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", result_dir=tmp_path, queue_name="nowhere")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").json() == {
+            "status": "ok",
+            "redis": None,
+            "workers": None,
+            "queue": None,
+            "detail": None,
+        }
+        r = client.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["redis"] is False and "Redis" in r.json()["detail"]
+        assert "mammogen_redis_up" in client.get("/metrics").text
+
+
+def test_openapi_documents_every_endpoint_with_examples(tmp_path):
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", result_dir=tmp_path))
+    spec = app.openapi()
+    assert set(spec["paths"]) == {
+        "/generate",
+        "/super-resolve",
+        "/anomaly-map",
+        "/jobs/{job_id}",
+        "/jobs/{job_id}/results/{name}",
+        "/models",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
+    assert spec["components"]["schemas"]["GenerateRequest"]["examples"]
+    assert {"202", "413", "415", "429", "503"} <= set(spec["paths"]["/super-resolve"]["post"]["responses"])
+    assert spec["paths"]["/generate"]["post"]["operationId"] == "generate"
+
+
+def test_job_timeouts_grow_with_the_work_and_stay_under_the_cap():
+    small = job_timeout_s("generate", {"model": "mambo", "height": 512, "width": 512, "steps": 10}, 10**6)
+    large = job_timeout_s("generate", {"model": "mambo", "height": 3840, "width": 3072, "steps": 50}, 10**6)
+    assert 120 < small < large
+    assert job_timeout_s("generate", {"model": "mambo", "height": 8192, "width": 8192, "steps": 1000}, 3600) == 3600
+    sr = job_timeout_s("super-resolve", {"scale": 16, "input_height": 256, "input_width": 192, "steps": 50}, 10**6)
+    assert sr > job_timeout_s(
+        "super-resolve", {"scale": 2, "input_height": 256, "input_width": 192, "steps": 50}, 10**6
+    )
