@@ -45,6 +45,7 @@ def folders(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_report_has_labelled_fid_kid_patches_seams_and_flags_the_planted_copy(folders, capsys):
     out = folders / "report.json"
     args = ["evaluate", "generation", "--real", str(folders / "real"), "--synthetic", str(folders / "synthetic")]

