@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.anomaly import canonicalize_input
+from models.anomaly import canonicalize_input, validate_image
 from models.bundle import Bundle
 from models.errors import BadInputError
 from models.geometry import MamboPlan
@@ -68,7 +68,8 @@ class SuperResConfig:
 
 @dataclass
 class SuperResResult:
-    image: np.ndarray  # float32 (H, W) in [0, 1], the input's orientation
+    image: np.ndarray  # float32 (H, W), the input's orientation AND intensity window, background 0
+    normalized: np.ndarray  # float32 (H, W) in [0, 1]: the same in the model's intensity mapping
     global_image: np.ndarray  # (s, s) [0, 1], canonical: the input standing in for stage 1
     mid_image: np.ndarray  # mid-resolution region [0, 1], canonical: the input (mid) or stage 2's output
     stand_in: str  # "global" (stages 2 + 3 ran) or "mid" (stage 3 only)
@@ -82,6 +83,19 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
     y = F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bicubic", align_corners=False, antialias=True)
     return y[0, 0].clamp(0.0, 1.0).numpy()
+
+
+def intensity_window(raw: np.ndarray, mapped: np.ndarray, breast: np.ndarray) -> tuple[float, float]:
+    """(lo, hi) with mapped = (raw - lo) / (hi - lo) inside the breast: the inverse of the intensity mapping,
+    fitted on the unclipped pixels, so outputs can go back to the input's own intensities whatever the
+    mapping's rule (min-max, percentiles) was."""
+    r, m = raw[breast].astype(np.float64), mapped[breast].astype(np.float64)
+    inside = (m > 1e-6) & (m < 1 - 1e-6)
+    if inside.sum() >= 2 and np.ptp(r[inside]) > 0:
+        a, b = np.polyfit(r[inside], m[inside], 1)
+        if a > 0:
+            return float(-b / a), float((1 - b) / a)
+    return (float(r.min()), float(r.max())) if r.size else (0.0, 1.0)
 
 
 def _place(image: np.ndarray, side: int) -> np.ndarray:
@@ -121,7 +135,8 @@ class SuperResolutionPipeline:
             raise BadInputError(f"stand_in must be one of {STAND_INS}, got {config.stand_in!r}")
         mambo, g = self.mambo, self.mambo.geometry
         # 1. preprocess as in training: breast mask, chest wall left, the bundle's intensity mapping
-        low, _, orientation, _ = canonicalize_input(image, mambo.intensity, info)
+        low, breast, orientation, _ = canonicalize_input(image, mambo.intensity, info)
+        lo, hi = intensity_window(restore(validate_image(image), orientation), low, breast)
         h, w = low.shape
         H, W = config.target_size(h, w)
         plan = mambo.plan(H, W)
@@ -157,10 +172,12 @@ class SuperResolutionPipeline:
         # 4. stage 3: native-resolution patches conditioned on mid crops + the global image
         full, patch_stats = mambo.generate_full(global_image, mid_image, plan, opts, reporter)
         stats["patch"] = patch_stats.to_dict()
-        # 5. back to the input's orientation
-        out = np.ascontiguousarray(restore(full, orientation), dtype=np.float32)
+        # 5. back to the input's intensity window (background 0) and orientation
+        soft_breast = resize_image(breast.astype(np.float32), (H, W))
+        windowed = soft_breast * (lo + full * (hi - lo))
         return SuperResResult(
-            image=out,
+            image=np.ascontiguousarray(restore(np.clip(windowed, 0.0, 1.0), orientation), dtype=np.float32),
+            normalized=np.ascontiguousarray(restore(full, orientation), dtype=np.float32),
             global_image=global_image,
             mid_image=np.asarray(mid_image, np.float32),
             stand_in=stand_in,
@@ -176,6 +193,7 @@ class SuperResolutionPipeline:
                 "stitching": opts.stitching,
                 "seed": opts.seed,
                 "orientation": orientation.to_dict(),
+                "intensity_window": [round(lo, 6), round(hi, 6)],
                 "stages": stats,
                 "model_evaluations": sum(int(s["model_evaluations"]) for s in stats.values()),
                 "sequential_calls": sum(int(s["sequential_calls"]) for s in stats.values()),

@@ -10,9 +10,10 @@ from models.errors import BadInputError
 from models.geometry import MamboGeometry
 from models.imaging.mask import breast_mask
 from models.imaging.orientation import side_from_content
+from models.intensity import IntensityMapping
 from models.mambo import MamboPipeline
 from models.metrics.image_quality import downsample_area
-from models.superres import SuperResConfig, SuperResolutionPipeline, resize_image
+from models.superres import SuperResConfig, SuperResolutionPipeline, intensity_window, resize_image
 from models.unet import build_unet
 from training.phantoms import make_phantom_case
 
@@ -70,6 +71,29 @@ def test_the_output_keeps_the_breast_on_the_input_side(low_left, left_result, ri
     for low, result in ((low_left, left_result), (np.ascontiguousarray(low_left[:, ::-1]), right_result)):
         upsampled_mask = breast_mask(resize_image(low, result.image.shape))
         assert side_from_content(result.image, upsampled_mask) == side_from_content(low)
+
+
+@pytest.mark.parametrize("mapping", [IntensityMapping(), IntensityMapping("percentile", 2.0, 98.0)])
+def test_intensity_window_inverts_the_intensity_mapping(mapping):
+    rng = np.random.default_rng(0)
+    raw = (rng.random((20, 20)) * 0.6 + 0.2).astype(np.float32)
+    breast = np.ones_like(raw, bool)
+    breast[:4] = False
+    lo, hi = intensity_window(raw, mapping.normalize_raw(raw, breast), breast)
+    if mapping.raw_window == "minmax":
+        assert (lo, hi) == pytest.approx((raw[breast].min(), raw[breast].max()), abs=1e-5)
+    else:
+        assert (lo, hi) == pytest.approx(tuple(np.percentile(raw[breast], [2.0, 98.0])), abs=1e-5)
+
+
+def test_output_is_in_the_input_intensity_window_with_background_zero(low_left, left_result):
+    breast = breast_mask(low_left)
+    lo, hi = left_result.stats["intensity_window"]
+    assert (lo, hi) == pytest.approx((low_left[breast].min(), low_left[breast].max()), abs=1e-4)
+    assert left_result.image.max() <= hi + 1e-4
+    far_background = ~breast_mask(resize_image(low_left, (64, 48))) & (np.arange(48) > 44)[None, :]
+    assert far_background.any() and left_result.image[far_background].max() < 0.05
+    assert left_result.normalized.min() >= 0.0 and left_result.normalized.max() <= 1.0
 
 
 def test_small_scales_use_the_input_as_the_mid_image_and_run_stage_3_only(sr, low_left, left_result):
