@@ -109,10 +109,9 @@ def _generate_dualview(params: dict[str, Any], t0: float) -> dict[str, Any]:
         stem = f"pair{i:02d}"
         files += _write_image(rt.store, job.id, f"{stem}_cc", cc, [f for f in formats if f != "dicom"], None)
         files += _write_image(rt.store, job.id, f"{stem}_mlo", mlo, [f for f in formats if f != "dicom"], None)
-        if "dicom" in formats:
-            tmp = rt.store.job_dir(job.id) / f".{stem}-dicom"
-            cc_path, mlo_path = write_dualview_pair(
-                tmp,
+        if "dicom" in formats:  # CC and MLO of one breast: one study, one series (written atomically)
+            paths = write_dualview_pair(
+                rt.store.job_dir(job.id),
                 cc,
                 mlo,
                 laterality=lat,
@@ -120,11 +119,9 @@ def _generate_dualview(params: dict[str, Any], t0: float) -> dict[str, Any]:
                 model_version=pipe.version,
                 seed=result.seeds[i],
                 chest_wall=_chest_wall(lat),
+                names=(f"{stem}_cc.dcm", f"{stem}_mlo.dcm"),
             )
-            for src, view in ((cc_path, "cc"), (mlo_path, "mlo")):
-                files.append(rt.store.write_bytes(job.id, f"{stem}_{view}.dcm", src.read_bytes()))
-                src.unlink()
-            tmp.rmdir()
+            files += [rt.store.record(p) for p in paths]
     summary = {
         "model": {"kind": "dualview", "name": pipe.name, "version": pipe.version},
         "seeds": result.seeds,

@@ -75,23 +75,24 @@ class ResultStore:
         return path
 
     # writing ------------------------------------------------------------------------------
-    def _record(self, path: Path) -> ResultFile:
+    def record(self, path: Path) -> ResultFile:
+        """The manifest entry of a file already written (atomically) into a job folder."""
         media = MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
         return ResultFile(path.name, media, path.stat().st_size, sha256_file(path))
 
     def write_png16(self, job_id: str, name: str, image: np.ndarray) -> ResultFile:
-        return self._record(write_png16(self.job_dir(job_id) / _check_name(name, "file"), image))
+        return self.record(write_png16(self.job_dir(job_id) / _check_name(name, "file"), image))
 
     def write_png8(self, job_id: str, name: str, image: np.ndarray) -> ResultFile:
         """8-bit (gray or RGB) PNG, for images people look at (overlays)."""
-        return self._record(write_png8(self.job_dir(job_id) / _check_name(name, "file"), image))
+        return self.record(write_png8(self.job_dir(job_id) / _check_name(name, "file"), image))
 
     def write_npy(self, job_id: str, name: str, array: np.ndarray) -> ResultFile:
-        return self._record(write_npy(self.job_dir(job_id) / _check_name(name, "file"), array))
+        return self.record(write_npy(self.job_dir(job_id) / _check_name(name, "file"), array))
 
     def write_bytes(self, job_id: str, name: str, data: bytes) -> ResultFile:
         path = atomic_write(self.job_dir(job_id) / _check_name(name, "file"), lambda f: f.write(data))
-        return self._record(path)
+        return self.record(path)
 
     def write_with(self, job_id: str, name: str, writer: Callable[[Path], object]) -> ResultFile:
         """For writers that take a path (DICOM): write a hidden temp name, then rename into place."""
@@ -105,7 +106,7 @@ class ResultStore:
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
-        return self._record(final)
+        return self.record(final)
 
     def save_upload(self, job_id: str, src: BinaryIO, suffix: str) -> Path:
         """Copy an already validated upload into the store for the worker to read."""
