@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from rq import get_current_job
 
-from models.errors import NotBuiltError
+from models.progress import Reporter
 from workers.progress import JobProgress
 from workers.runtime import WorkerRuntime, current
 from workers.store import ResultFile, ResultStore
@@ -27,8 +27,6 @@ def _start() -> tuple[Any, WorkerRuntime, JobProgress]:
     rt = current()
     progress = JobProgress(job, job.connection)
     progress.set(progress={"stage": "starting", "step": 0, "total": 0, "fraction": 0.0, "eta_s": None})
-    from models.progress import Reporter
-
     Reporter(cancel=progress.cancelled).check_cancel()  # cancelled while still queued: stop before loading
     return job, rt, progress
 
@@ -133,11 +131,8 @@ def _generate_dualview(params: dict[str, Any], t0: float) -> dict[str, Any]:
 
 
 def _generate_mambo(params: dict[str, Any], t0: float) -> dict[str, Any]:
-    try:
-        from models.mambo import MamboPipeline
-    except ImportError as exc:
-        raise NotBuiltError(f"the MAMBO pipeline is not available in this version: {exc}") from exc
     from models.imaging.dicom import write_synthetic_dicom
+    from models.mambo import MamboPipeline
 
     job, rt, progress = _start()
     pipe = rt.pipeline("mambo", MamboPipeline.from_bundle)
