@@ -23,6 +23,9 @@ def test_readyz_is_503_naming_redis_when_redis_is_unreachable(tmp_path):
         assert r.status_code == 503
         assert r.json()["redis"] is False and "Redis" in r.json()["detail"]
         assert "mammogen_redis_up" in client.get("/metrics").text
+        r = client.post("/generate", json={"model": "dualview", "steps": 2})
+        assert r.status_code == 503 and r.json()["error"] == "queue_unavailable"
+        assert client.get("/jobs/abc").status_code == 503
 
 
 def test_openapi_documents_every_endpoint_with_examples(tmp_path):

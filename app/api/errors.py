@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 
 from models.errors import MammogenError, QueueFullError, UnauthorizedError
 
@@ -29,5 +30,12 @@ async def _handle(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+    """Redis is the queue: without it nothing can be accepted or looked up, but it is not the client's fault."""
+    body = {"error": "queue_unavailable", "detail": f"the job queue (Redis) is unreachable: {type(exc).__name__}"}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MammogenError, _handle)
+    app.add_exception_handler(RedisError, _redis_down)

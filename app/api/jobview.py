@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from redis import Redis
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from app.api.schemas import ErrorInfo, JobInfo, JobProgressInfo, ResultLink
@@ -24,7 +24,7 @@ def fetch_job(connection: Redis, job_id: str) -> Job:
     try:
         job = Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
         job.get_status(refresh=True)
-    except Exception as exc:  # NoSuchJobError, or a half-expired hash without status
+    except (NoSuchJobError, InvalidJobOperation) as exc:  # unknown, or a half-expired hash without status
         raise JobNotFoundError(f"no job {job_id!r} (unknown or expired)") from exc
     return job
 
