@@ -79,3 +79,16 @@ def test_cli_model_run_on_a_tiny_random_bundle(tmp_path, tiny_bundle):  # noqa: 
     assert main([*argv, "--buckets", "1", "--out", str(tmp_path / "r")]) == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert "RANDOM weights" in report["header"]["title"]
+
+
+def test_phantoms_default_to_the_size_the_bundle_was_trained_on():
+    from types import SimpleNamespace
+
+    from app.cli.evaluate.anomaly import default_size, trained_image_size
+
+    trained = SimpleNamespace(geometry={}, manifest={"training": {"data": {"images": {"size": [768, 576]}}}})
+    assert trained_image_size(trained) == (768, 576)
+    assert default_size(MamboGeometry(s=64, k=3), trained) == (768, 576)
+    unknown = SimpleNamespace(geometry={}, manifest={"training": {"data": "random weights"}})
+    assert trained_image_size(unknown) is None
+    assert default_size(MamboGeometry(s=64, k=3), unknown) == (192, 192)

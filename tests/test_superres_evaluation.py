@@ -29,6 +29,8 @@ def test_default_size_is_one_canvas_block_divisible_by_the_largest_scale():
     assert default_size(256, 3, 16) == (768, 768)
     assert default_size(32, 3, 16) == (96, 96)
     assert default_size(32, 2, 16) == (64, 64)
+    assert default_size(64, 3, 16, (768, 576)) == (768, 576)  # the bundle's training size wins
+    assert default_size(64, 3, 16, (770, 570)) == (784, 576)
 
 
 def test_scales_that_do_not_divide_the_size_are_refused(tmp_path, tiny_bundle):  # noqa: F811

@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("--count and --seeds must be >= 1, --val and --healthy >= 0")
     settings = get_settings()
     bundle_path = args.bundle or settings.bundle_path("mambo")
-    pipe, intensity = None, DEFAULT_INTENSITY
+    pipe, intensity, bundle = None, DEFAULT_INTENSITY, None
     if args.oracle and not Path(bundle_path).exists():
         geometry, bundle_desc = None, "none (oracle, identity geometry)"
     else:
@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         bundle_desc = f"{bundle.name} {bundle.version} ({weights}; s={geometry.s}, k={geometry.k})"
         if not args.oracle:
             pipe = AnomalyPipeline.from_bundle(bundle, device=device(args.device or settings.device))
-    size = tuple(args.size) if args.size else default_size(geometry)
+    size = tuple(args.size) if args.size else default_size(geometry, bundle)
     views = ("cc", "mlo") if args.view == "both" else (args.view,)
     test = make_cases(args.phantom_seed, args.count, size, True, views)
     val = make_cases(args.phantom_seed + 10_000, args.val, size, True, views)
@@ -275,12 +275,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def default_size(geometry: Any) -> tuple[int, int]:
-    """Phantoms at the bundle's canvas scale: one k*s block (the demo bundles' training size), else 256."""
+def default_size(geometry: Any, bundle: Any = None) -> tuple[int, int]:
+    """Phantoms at the scale the bundle was trained on (its recorded image size), else one k*s block, else 256."""
+    if bundle is not None:
+        size = trained_image_size(bundle)
+        if size is not None:
+            return size
     if geometry is None:
         return (256, 256)
     side = geometry.k * geometry.s
     return (side, side)
+
+
+def trained_image_size(bundle: Any) -> tuple[int, int] | None:
+    """The (H, W) of the training images as the manifest records it (geometry.native_size or the data's size)."""
+    native = bundle.geometry.get("native_size")
+    if native:
+        return int(native[0]), int(native[1])
+    stack = [bundle.manifest.get("training", {}).get("data")]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            size = node.get("size")
+            if isinstance(size, list | tuple) and len(size) == 2 and all(isinstance(v, int) for v in size):
+                return int(size[0]), int(size[1])
+            stack.extend(node.values())
+    return None
 
 
 def write_outputs(out: Path, report: dict[str, Any], header: dict[str, Any], text: str, test: list[Case]) -> None:

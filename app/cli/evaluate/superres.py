@@ -71,6 +71,7 @@ def format_table(table: list[dict[str, Any]], header: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from app.cli.evaluate.anomaly import trained_image_size
     from app.cli.superres import device, require_bundle
     from app.settings import get_settings
     from models.bundle import load_bundle
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_bundle(require_bundle(args.bundle or settings.bundle_path("mambo")))
     pipe = SuperResolutionPipeline.from_bundle(bundle, device=device(args.device or settings.device))
     g = pipe.mambo.geometry
-    size = tuple(args.size) if args.size else default_size(g.s, g.k, max(scales))
+    size = tuple(args.size) if args.size else default_size(g.s, g.k, max(scales), trained_image_size(bundle))
     if size[0] % max(scales) or size[1] % max(scales):
         raise BadInputError(f"the phantom size {size} must be divisible by every scale {scales}")
     views = ("cc", "mlo") if args.view == "both" else (args.view,)
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def default_size(s: int, k: int, max_scale: int) -> tuple[int, int]:
-    """One k*s canvas block (the demo bundles' training size), rounded up to a multiple of the largest scale."""
-    side = -(-(k * s) // max_scale) * max_scale
-    return (side, side)
+def default_size(s: int, k: int, max_scale: int, trained: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The bundle's training image size (else one k*s block), rounded up to multiples of the largest scale."""
+    h, w = trained or (k * s, k * s)
+    return -(-h // max_scale) * max_scale, -(-w // max_scale) * max_scale
