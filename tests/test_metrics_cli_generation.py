@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from app.cli.evaluate.generation import list_images
+from app.cli.evaluate.generation import list_images, load_folder
 from app.cli.main import main
 from models.errors import BadInputError
 from models.geometry import TileGrid
@@ -84,3 +84,15 @@ def test_image_listing_skips_masks_and_counts_a_view_written_as_png_and_dicom_on
     write_png16(tmp_path / "a" / "L_CC_lesions.png", np.zeros((8, 8)))
     (tmp_path / "manifest.json").write_text("{}")
     assert [p.name for p in list_images(tmp_path)] == ["L_CC.png"]
+
+
+def test_unreadable_files_are_listed_and_images_are_read_lazily(tmp_path):
+    write_png16(tmp_path / "good.png", np.full((16, 12), 0.5))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    images, names, skipped = load_folder(tmp_path, 0, "real")
+    assert names == ["good.png"] and len(skipped) == 1 and skipped[0].startswith("broken.png")
+    assert images[0].shape == (16, 12) and images[-1] is images[0]  # cached, decoded on demand
+    assert len(images[0:5]) == 1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadInputError, match="no readable images"):
+        load_folder(tmp_path / "empty", 0, "real")

@@ -11,11 +11,13 @@ standard FID Inception are labelled not comparable with the literature.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -75,30 +77,52 @@ def list_images(folder: Path, limit: int = 0) -> list[Path]:
     return files[:limit] if limit > 0 else files
 
 
-def _reader():
-    try:
-        from models.imaging.readers import read_image  # data engineer's reader: DICOM + PNG/TIFF
-    except ImportError:  # pragma: no cover - older trees without the reader
-        from models.imaging.files import read_png
+class LazyImages(Sequence[np.ndarray]):
+    """Images of a folder, decoded when indexed: full-resolution sets do not fit in memory at once.
 
-        return read_png
-    return lambda path: read_image(path)[0]
+    Each stage (features, patches, seams, memorization) reads what it needs; a small cache serves
+    the repeated reads of one stage.
+    """
+
+    def __init__(self, paths: list[Path], cache: int = 4) -> None:
+        from models.imaging.readers import read_image
+
+        self.paths = paths
+        self._read = functools.lru_cache(maxsize=cache)(lambda i: read_image(self.paths[i])[0])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @overload
+    def __getitem__(self, i: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[np.ndarray]: ...
+    def __getitem__(self, i: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(i, slice):
+            return [self._read(j) for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self._read(i % len(self))
 
 
-def load_folder(folder: Path, limit: int, what: str) -> tuple[list[np.ndarray], list[str], list[str]]:
-    """(images, names relative to the folder, files that could not be read)."""
-    read = _reader()
-    paths = list_images(folder, limit)
-    images, names, skipped = [], [], []
-    for p in paths:
+def load_folder(folder: Path, limit: int, what: str) -> tuple[LazyImages, list[str], list[str]]:
+    """(lazily read images, names relative to the folder, files that could not be read).
+
+    Every file's header is validated up front (``probe_image``: no pixel decoding), so a broken
+    file is listed in the report instead of failing the run halfway.
+    """
+    from models.imaging.readers import probe_image
+
+    good, skipped = [], []
+    for p in list_images(folder, limit):
         try:
-            images.append(read(p))
-            names.append(str(p.relative_to(folder)))
+            probe_image(p)
+            good.append(p)
         except (BadInputError, ValueError) as exc:
             skipped.append(f"{p.relative_to(folder)}: {exc}")
-    if not images:
+    if not good:
         raise BadInputError(f"no readable images in the {what} folder {folder}")
-    return images, names, skipped
+    return LazyImages(good), [str(p.relative_to(folder)) for p in good], skipped
 
 
 def _extractor(args: argparse.Namespace):
@@ -141,7 +165,7 @@ def _distances(real_f: np.ndarray, synth_f: np.ndarray, extractor_info: dict[str
     return out
 
 
-def _seam_summary(images: list[np.ndarray], args) -> dict[str, Any]:
+def _seam_summary(images: Sequence[np.ndarray], args) -> dict[str, Any]:
     from models.imaging.mask import breast_mask
     from models.metrics.seams import mambo_seam_grids, seam_score
 
