@@ -191,7 +191,7 @@ def view_at_size(image: np.ndarray, size: int) -> torch.Tensor:
     """A whole view on its square canvas (top-left, background 0), block-averaged to ``size`` (geometry ops)."""
     h, w = image.shape
     side = -(-max(h, w) // size) * size
-    canvas = to_canvas(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)), side, fill=0.0)
+    canvas = to_canvas(torch.from_numpy(np.array(image, dtype=np.float32)), side, fill=0.0)  # copy: may be a memmap
     return area_downsample(canvas, side // size)
 
 
@@ -231,6 +231,12 @@ class DualViewSource:
             "chest_wall": "left",
             "images": self.images.describe(),
         }
+
+
+def native_size(images: ImageSet, limit: int = 256) -> list[int]:
+    """The most common H x W among the first ``limit`` images: the size a bundle generates by default."""
+    shapes = [tuple(images.get(i).image.shape) for i in range(min(len(images), limit))]
+    return list(max(set(shapes), key=shapes.count))
 
 
 def make_source(images: ImageSet, stage: str, geometry: MamboGeometry, dualview_size: int = 256) -> Any:
