@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from app.settings import DEMO_BUNDLE_DIR
-from tests.service_support import ROOT, dualview_bundle, free_port, wait_for  # noqa: F401
+from tests.service_support import REDIS_URL, ROOT, dualview_bundle, free_port, redis_conn, wait_for  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -93,11 +93,28 @@ def _stop_and_check_nothing_left(proc: subprocess.Popen[bytes]) -> None:
     assert not [p for p in children if _alive(p)], "serve left processes behind"
 
 
-def test_serve_embeds_redis_when_the_configured_one_is_unreachable(tmp_path, dualview_bundle):  # noqa: F811
-    proc, base = _serve(
-        tmp_path,
-        {"MAMMOGEN_REDIS_URL": "redis://127.0.0.1:1/0", "MAMMOGEN_DUALVIEW_BUNDLE": str(dualview_bundle)},
-    )
+def test_unreachable_configured_redis_is_replaced_by_a_working_embedded_one(tmp_path):
+    from app.cli.serve import resolve_redis
+    from workers.queueing import connect
+
+    url, embedded = resolve_redis("redis://127.0.0.1:1/0", tmp_path / "r")
+    try:
+        assert embedded is not None and url.startswith("unix://")
+        conn = connect(url)
+        assert conn.ping() and conn.set("k", "v") and conn.get("k") == b"v"
+        conn.close()
+    finally:
+        embedded.stop()
+
+
+def test_reachable_configured_redis_is_used_as_is(tmp_path, redis_conn):  # noqa: F811
+    from app.cli.serve import resolve_redis
+
+    assert resolve_redis(REDIS_URL, tmp_path / "r") == (REDIS_URL, None)
+
+
+def test_serve_with_no_redis_configured_embeds_one_and_serves_generate(tmp_path, dualview_bundle):  # noqa: F811
+    proc, base = _serve(tmp_path, {"MAMMOGEN_DUALVIEW_BUNDLE": str(dualview_bundle)})
     try:
         info = _generate_end_to_end(proc, base, tmp_path, {"model": "dualview", "steps": 2, "formats": ["png16"]})
         assert (tmp_path / "results" / "jobs" / info["id"] / "pair00_cc.png").is_file()

@@ -99,6 +99,17 @@ class WorkerSupervisor(threading.Thread):
                 p.wait()
 
 
+def resolve_redis(configured: str | None, data_dir: Path) -> tuple[str, EmbeddedRedis | None]:
+    """The configured Redis if it answers, else a freshly started embedded one (and its handle)."""
+    if configured is not None and redis_reachable(configured):
+        return configured, None
+    if configured is not None:
+        log.warning("Redis at %s is unreachable: starting an embedded one", configured)
+    embedded = EmbeddedRedis(data_dir)
+    log.info("embedded Redis on %s", embedded.url)
+    return embedded.url, embedded
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -106,14 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
-    embedded: EmbeddedRedis | None = None
-    url = settings.redis_url
-    if url is None or not redis_reachable(url):
-        if url is not None:
-            log.warning("Redis at %s is unreachable: starting an embedded one", url)
-        embedded = EmbeddedRedis(Path(settings.result_dir).resolve() / ".embedded-redis")
-        url = embedded.url
-        log.info("embedded Redis on %s", url)
+    url, embedded = resolve_redis(settings.redis_url, Path(settings.result_dir).resolve() / ".embedded-redis")
     settings = settings.model_copy(update={"redis_url": url})
 
     supervisor: WorkerSupervisor | None = None
