@@ -16,6 +16,7 @@ from app.main import create_app
 from tests.service_support import (  # noqa: F401
     dualview_bundle,
     live_server,
+    mambo_bundle,
     purge_queue,
     redis_conn,
     settings_for,
@@ -150,5 +151,27 @@ def test_queue_full_answer_is_429_with_retry_after_and_counted(tmp_path, redis_c
             metrics = c.get("/metrics").text
             assert 'mammogen_requests_rejected_total{reason="queue_full"} 2.0' in metrics
             assert f'mammogen_queue_length{{queue="{queue}"}} 2.0' in metrics
+    finally:
+        purge_queue(redis_conn, queue)
+
+
+def test_upload_refused_for_a_full_queue_leaves_no_file_behind(tmp_path, redis_conn, mambo_bundle):  # noqa: F811
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    queue = unique_queue("fullup")
+    buf = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(buf, format="PNG")
+    files = {"file": ("a.png", buf.getvalue(), "image/png")}
+    try:
+        settings = settings_for(tmp_path, queue, max_queue_length=1, mambo_bundle=mambo_bundle)
+        with TestClient(create_app(settings)) as c:
+            first = c.post("/anomaly-map", files=files, data={"steps": "2"})
+            assert first.status_code == 202
+            assert c.post("/anomaly-map", files=files, data={"steps": "2"}).status_code == 429
+            uploads = tmp_path / "results" / "uploads"
+            assert [p.name for p in uploads.iterdir()] == [first.json()["id"]]
     finally:
         purge_queue(redis_conn, queue)

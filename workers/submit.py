@@ -74,14 +74,17 @@ class Submitter:
         idempotency: str | None = None,
         principal: str = "",
         prepare: Callable[[str], dict[str, Any]] | None = None,
+        discard: Callable[[str], None] | None = None,
     ) -> Submission:
-        """Enqueue one job; ``prepare(job_id)`` (e.g. store the upload) runs only for a new job."""
+        """Enqueue one job; ``prepare(job_id)`` (e.g. store the upload) runs only for a new job, and
+        ``discard(job_id)`` undoes it when the job is refused after all (queue filled meanwhile)."""
         if kind not in JOB_FUNCTIONS:
             raise BadInputError(f"unknown job kind {kind!r}")
         conn = self.queue.connection
         job_id = new_job_id()
         fp = fingerprint(kind, params)
         idem = None
+        prepared = False
         if idempotency:
             digest = hashlib.sha256(f"{principal}\0{kind}\0{idempotency}".encode()).hexdigest()
             idem = idempotency_key(self.queue.name, digest)
@@ -91,6 +94,7 @@ class Submitter:
             if self.queue.count >= self.max_queue_length:  # cheap early refusal; the bound below is exact
                 raise self._queue_full()
             extra = prepare(job_id) if prepare is not None else {}
+            prepared = True
             job = self.queue.create_job(
                 JOB_FUNCTIONS[kind],
                 kwargs={"params": {**params, **extra}},
@@ -107,6 +111,8 @@ class Submitter:
         except BaseException:
             if idem is not None:
                 conn.delete(idem)
+            if prepared and discard is not None:
+                discard(job_id)
             raise
         return Submission(job_id, replayed=False)
 
@@ -126,7 +132,7 @@ class Submitter:
 
     def _replay(self, idem: str, fp: str) -> Submission:
         conn = self.queue.connection
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 30.0  # the first request may still be storing a large upload
         while True:
             raw = conn.get(idem)
             if raw is None:  # the first request failed and released the key: tell the client to retry

@@ -79,6 +79,7 @@ def _submit(
         idempotency=idempotency_key,
         principal=principal,
         prepare=store_upload,
+        discard=state.store.delete_job,
     )
 
 
