@@ -46,12 +46,12 @@ class DemoPlan:
     geometry: MamboGeometry = field(default_factory=lambda: MamboGeometry(s=64, k=3, overlap=8))
     dualview_size: int = 64
     preset: str = "tiny"
-    steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 1500))
+    steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 600))
     batch_size: int = 8
     lr: float = 5e-4
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     ema_decay: float = 0.995
-    checkpoint_every: int = 500
+    checkpoint_every: int = 200
     version: str = "1.0.0"
 
     def config(self, stage: str, seed: int) -> TrainConfig:

@@ -45,9 +45,9 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     return run
 
 
-def load_run_unet(run_dir: str | Path, weights: Weights = "ema") -> UNet2DModel:
+def load_run_unet(run_dir: str | Path, weights: Weights = "ema", dtype: torch.dtype = torch.float32) -> UNet2DModel:
     folder = Path(run_dir) / "final" / ("unet_ema" if weights == "ema" else "unet")
-    return UNet2DModel.from_pretrained(folder)
+    return UNet2DModel.from_pretrained(folder, torch_dtype=dtype)
 
 
 def export_bundle(
@@ -78,7 +78,7 @@ def export_bundle(
                 raise BadInputError(f"runs disagree on {key}: {runs[net]} differs from the {NETWORKS[kind][0]} run")
 
     torch_dtype = torch.float16 if dtype == "float16" else torch.float32
-    networks = {net: load_run_unet(path, weights).to(torch_dtype) for net, path in runs.items()}
+    networks = {net: load_run_unet(path, weights, torch_dtype) for net, path in runs.items()}
     training = {
         "weights": weights,
         "stored_dtype": dtype,
