@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -22,6 +24,7 @@ from diffusers import UNet2DModel
 from models.bundle import Bundle, load_bundle
 from models.errors import BadInputError, BundleIntegrityError
 from models.geometry import (
+    Box,
     MamboGeometry,
     MamboPlan,
     TileGrid,
@@ -34,7 +37,7 @@ from models.intensity import DEFAULT_INTENSITY, IntensityMapping
 from models.progress import CancelFn, ProgressFn, Reporter
 from models.sampling import CallStats, SamplerSpec, denoise, tile_generator, unet_predictor
 from models.schedulers import NOISE_SCHEDULE
-from models.stitching import STITCHING_MODES, FusedWeights, StageStats, Stitching, denoise_grid
+from models.stitching import STITCHING_MODES, FusedWeights, StageStats, Stitching, denoise_grids
 
 ChestWall = Literal["left", "right"]
 STAGES: tuple[str, ...] = ("global", "local", "patch")
@@ -58,6 +61,7 @@ class MamboStats:
     sampler: str
     num_inference_steps: int
     stitching: str
+    images: int = 1  # images denoised together; counts and seconds are for all of them
     stages: dict[str, StageStats] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -74,6 +78,7 @@ class MamboStats:
             "sampler": self.sampler,
             "num_inference_steps": self.num_inference_steps,
             "stitching": self.stitching,
+            "images": self.images,
             "model_evaluations": self.model_evaluations,
             "sequential_calls": self.sequential_calls,
             "seconds": round(self.seconds, 4),
@@ -176,11 +181,51 @@ class MamboPipeline:
         callback: ProgressFn | None = None,
         cancel: CancelFn | None = None,
     ) -> MamboResult:
+        """One image; see :meth:`generate_many` for several seeds in lock-step."""
+        return self.generate_many(
+            height,
+            width,
+            seeds=[seed],
+            num_inference_steps=num_inference_steps,
+            sampler=sampler,
+            eta=eta,
+            stitching=stitching,
+            max_batch=max_batch,
+            chest_wall=chest_wall,
+            skip_background=skip_background,
+            fused_weights=fused_weights,
+            callback=callback,
+            cancel=cancel,
+        )[0]
+
+    def generate_many(
+        self,
+        height: int | None = None,
+        width: int | None = None,
+        *,
+        seeds: Sequence[int] = (0,),
+        num_inference_steps: int = 50,
+        sampler: str = "ddim",
+        eta: float = 0.0,
+        stitching: Stitching = "wavefront",
+        max_batch: int = 16,
+        chest_wall: ChestWall = "left",
+        skip_background: bool = True,
+        fused_weights: FusedWeights = "feather",
+        callback: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> list[MamboResult]:
+        """Images for several seeds denoised in lock-step: their tiles share every batch (a wave holds
+        its tiles of every image), so small waves fill the device. Image i equals a single run with
+        seeds[i] up to batched-arithmetic bits. The results share one stats object (images = len(seeds))."""
         height = self.native_size[0] if height is None else height
         width = self.native_size[1] if width is None else width
         plan = self.plan(height, width)
+        seeds = [int(v) for v in seeds]
+        if not seeds:
+            raise BadInputError("at least one seed is needed")
         opts = self.options(
-            seed, num_inference_steps, sampler, eta, stitching, max_batch, skip_background, fused_weights
+            seeds[0], num_inference_steps, sampler, eta, stitching, max_batch, skip_background, fused_weights
         )
         if chest_wall not in ("left", "right"):
             raise BadInputError(f"chest_wall must be 'left' or 'right', got {chest_wall!r}")
@@ -188,19 +233,19 @@ class MamboPipeline:
         weights = {"global": n, "local": plan.local_grid.n * n, "patch": plan.patch_grid.n * n}
         reporter = Reporter(callback, cancel, stage_weights=weights)
         reporter.check_cancel()
-        stats = MamboStats(sampler, n, stitching)
+        stats = MamboStats(sampler, n, stitching, images=len(seeds))
         t0 = time.perf_counter()
-        # 1. stage 1: the global image, s x s, from pure noise
-        global_image, stats.stages["global"] = self.generate_global(opts, reporter)
+        # 1. stage 1: the global images, s x s, from pure noise
+        globals_, stats.stages["global"] = self.generate_global_batch(seeds, opts, reporter)
         # 2. stage 2: local contexts conditioned on the global image, stitched into the mid image
-        mid_image, stats.stages["local"] = self.generate_mid(global_image, plan, opts, reporter)
+        mids, stats.stages["local"] = self.generate_mid_batch(globals_, seeds, plan, opts, reporter)
         # 3. stage 3: full-resolution patches conditioned on mid crops + global, stitched
-        image, stats.stages["patch"] = self.generate_full(global_image, mid_image, plan, opts, reporter)
+        fulls, stats.stages["patch"] = self.generate_full_batch(globals_, mids, seeds, plan, opts, reporter)
         # 4. models see the breast facing left; mirror for a chest wall on the right
         if chest_wall == "right":
-            image = np.ascontiguousarray(image[:, ::-1])
+            fulls = [np.ascontiguousarray(f[:, ::-1]) for f in fulls]
         stats.seconds = time.perf_counter() - t0
-        return MamboResult(image, global_image, mid_image, stats, plan)
+        return [MamboResult(f, g, m, stats, plan) for f, g, m in zip(fulls, globals_, mids, strict=True)]
 
     @staticmethod
     def options(
@@ -233,46 +278,15 @@ class MamboPipeline:
 
     def generate_global(self, opts: RunOptions, reporter: Reporter | None = None) -> tuple[np.ndarray, StageStats]:
         """Stage 1: an s x s image of the whole (padded) breast."""
-        reporter = reporter or Reporter()
-        s, t0, calls = self.geometry.s, time.perf_counter(), CallStats()
-        x0 = denoise(
-            unet_predictor(self.global_unet, None, opts.max_batch, calls),
-            self._spec(opts),
-            (1, 1, s, s),
-            [tile_generator(opts.seed, "global", 0)],
-            device=self.device,
-            on_step=lambda n, total: reporter.step("global", n, total),
-        )
-        reporter.finish_stage("global")
-        stats = StageStats(tiles=1, model_evaluations=calls.model_evaluations, sequential_calls=calls.sequential_calls)
-        stats.batches, stats.seconds = 1, time.perf_counter() - t0
-        return self._to_image(x0[0, 0]), stats
+        images, stats = self.generate_global_batch([opts.seed], opts, reporter)
+        return images[0], stats
 
     def generate_mid(
         self, global_image: np.ndarray, plan: MamboPlan, opts: RunOptions, reporter: Reporter | None = None
     ) -> tuple[np.ndarray, StageStats]:
         """Stage 2: the mid-resolution region (local grid height x width) conditioned on a global image."""
-        reporter = reporter or Reporter()
-        s = self.geometry.s
-        g = self._to_model(global_image, (s, s), "global_image")
-        grid = plan.local_grid
-        active = self._active_tiles(grid, global_image, plan.mid_side // s, opts.skip_background)
-        region, stats = denoise_grid(
-            self.local_unet,
-            self._spec(opts),
-            grid,
-            lambda box: local_conditioning(g, box, plan),
-            seed=opts.seed,
-            stage="local",
-            stitching=opts.stitching,
-            max_batch=opts.max_batch,
-            active=active,
-            device=self.device,
-            on_step=lambda n, total: reporter.step("local", n, total),
-            fused_weights=opts.fused_weights,
-        )
-        reporter.finish_stage("local")
-        return self._to_image(region[0]), stats
+        images, stats = self.generate_mid_batch([global_image], [opts.seed], plan, opts, reporter)
+        return images[0], stats
 
     def generate_full(
         self,
@@ -283,32 +297,92 @@ class MamboPipeline:
         reporter: Reporter | None = None,
     ) -> tuple[np.ndarray, StageStats]:
         """Stage 3: the H x W image from a global image and a mid image (placed at the mid canvas' top-left)."""
+        images, stats = self.generate_full_batch([global_image], [mid_image], [opts.seed], plan, opts, reporter)
+        return images[0], stats
+
+    def generate_global_batch(
+        self, seeds: Sequence[int], opts: RunOptions, reporter: Reporter | None = None
+    ) -> tuple[list[np.ndarray], StageStats]:
+        reporter = reporter or Reporter()
+        s, t0, calls = self.geometry.s, time.perf_counter(), CallStats()
+        x0 = denoise(
+            unet_predictor(self.global_unet, None, opts.max_batch, calls),
+            self._spec(opts),
+            (len(seeds), 1, s, s),
+            [tile_generator(seed, "global", 0) for seed in seeds],
+            device=self.device,
+            on_step=lambda n, total: reporter.step("global", n, total),
+        )
+        reporter.finish_stage("global")
+        stats = StageStats(tiles=len(seeds), batches=1, seconds=time.perf_counter() - t0)
+        stats.model_evaluations, stats.sequential_calls = calls.model_evaluations, calls.sequential_calls
+        return [self._to_image(x[0]) for x in x0], stats
+
+    def generate_mid_batch(
+        self,
+        global_images: Sequence[np.ndarray],
+        seeds: Sequence[int],
+        plan: MamboPlan,
+        opts: RunOptions,
+        reporter: Reporter | None = None,
+    ) -> tuple[list[np.ndarray], StageStats]:
+        reporter = reporter or Reporter()
+        s = self.geometry.s
+        gs = [self._to_model(g, (s, s), "global_image") for g in global_images]
+        grid = plan.local_grid
+        regions, stats = denoise_grids(
+            self.local_unet,
+            self._spec(opts),
+            grid,
+            [partial(local_conditioning, g, plan=plan) for g in gs],
+            seeds=list(seeds),
+            stage="local",
+            stitching=opts.stitching,
+            max_batch=opts.max_batch,
+            actives=[self._active_tiles(grid, g, plan.mid_side // s, opts.skip_background) for g in global_images],
+            device=self.device,
+            on_step=lambda n, total: reporter.step("local", n, total),
+            fused_weights=opts.fused_weights,
+        )
+        reporter.finish_stage("local")
+        return [self._to_image(r[0]) for r in regions], stats
+
+    def generate_full_batch(
+        self,
+        global_images: Sequence[np.ndarray],
+        mid_images: Sequence[np.ndarray],
+        seeds: Sequence[int],
+        plan: MamboPlan,
+        opts: RunOptions,
+        reporter: Reporter | None = None,
+    ) -> tuple[list[np.ndarray], StageStats]:
         reporter = reporter or Reporter()
         s, k = self.geometry.s, self.geometry.k
-        g = self._to_model(global_image, (s, s), "global_image")
-        mid = np.asarray(mid_image, dtype=np.float32)
-        if mid.ndim != 2 or mid.shape[0] > plan.mid_side or mid.shape[1] > plan.mid_side:
-            raise BadInputError(f"mid_image must be 2-D and at most {plan.mid_side} px a side, got {mid.shape}")
-        mid_canvas = to_canvas(self._to_model(mid, mid.shape, "mid_image"), plan.mid_side)
+        gs = [self._to_model(g, (s, s), "global_image") for g in global_images]
+        mid_canvases = [to_canvas(self._check_mid(m, plan), plan.mid_side) for m in mid_images]
         grid = plan.patch_grid
-        mid_canvas_image = self.intensity.from_model(mid_canvas).cpu().numpy()
-        active = self._active_tiles(grid, mid_canvas_image, k, opts.skip_background)
-        region, stats = denoise_grid(
+        regions, stats = denoise_grids(
             self.patch_unet,
             self._spec(opts),
             grid,
-            lambda box: patch_conditioning(mid_canvas, g, box, plan),
-            seed=opts.seed,
+            [partial(_patch_condition, m, g, plan) for m, g in zip(mid_canvases, gs, strict=True)],
+            seeds=list(seeds),
             stage="patch",
             stitching=opts.stitching,
             max_batch=opts.max_batch,
-            active=active,
+            actives=[self._active_tiles(grid, self._to_image(m), k, opts.skip_background) for m in mid_canvases],
             device=self.device,
             on_step=lambda n, total: reporter.step("patch", n, total),
             fused_weights=opts.fused_weights,
         )
         reporter.finish_stage("patch")
-        return self._to_image(region[0, : plan.height, : plan.width]), stats
+        return [self._to_image(r[0, : plan.height, : plan.width]) for r in regions], stats
+
+    def _check_mid(self, mid_image: np.ndarray, plan: MamboPlan) -> torch.Tensor:
+        mid = np.asarray(mid_image, dtype=np.float32)
+        if mid.ndim != 2 or mid.shape[0] > plan.mid_side or mid.shape[1] > plan.mid_side:
+            raise BadInputError(f"mid_image must be 2-D and at most {plan.mid_side} px a side, got {mid.shape}")
+        return self._to_model(mid, mid.shape, "mid_image")
 
     # ---- helpers -------------------------------------------------------------------------------------------
 
@@ -338,6 +412,10 @@ class MamboPipeline:
 
     def _to_image(self, x: torch.Tensor) -> np.ndarray:
         return self.intensity.from_model(x.float()).cpu().numpy().astype(np.float32)
+
+
+def _patch_condition(mid_canvas: torch.Tensor, global_image: torch.Tensor, plan: MamboPlan, box: Box) -> torch.Tensor:
+    return patch_conditioning(mid_canvas, global_image, box, plan)
 
 
 def random_mambo_networks(preset: str, sample_size: int, seed: int = 0) -> dict[str, UNet2DModel]:

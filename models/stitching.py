@@ -63,47 +63,90 @@ def denoise_grid(
     condition(box) -> (Cc, s, s) clean context of the tile at ``box``; active: (rows, cols) bool,
     False = skipped (owned pixels stay background).
     """
+    canvases, stats = denoise_grids(
+        unet,
+        spec,
+        grid,
+        [condition],
+        seeds=[seed],
+        stage=stage,
+        stitching=stitching,
+        max_batch=max_batch,
+        actives=[active],
+        device=device,
+        on_step=on_step,
+        fused_weights=fused_weights,
+    )
+    return canvases[0], stats
+
+
+Tile = tuple[int, int, int]  # (image, row, column)
+
+
+def denoise_grids(
+    unet: UNet2DModel,
+    spec: SamplerSpec,
+    grid: TileGrid,
+    conditions: list[Callable[[Box], torch.Tensor]],
+    *,
+    seeds: list[int],
+    stage: str,
+    stitching: Stitching = "wavefront",
+    max_batch: int = 16,
+    actives: list[np.ndarray | None] | None = None,
+    device: torch.device | str = "cpu",
+    on_step: StepCallback | None = None,
+    fused_weights: FusedWeights = "feather",
+) -> tuple[list[torch.Tensor], StageStats]:
+    """Several images on the same grid in lock-step: their tiles share batches, so a wave of w tiles
+    becomes w x images tiles per call. Each image's result equals its single-image run (per-tile
+    generators seeded from that image's seed), up to batched-arithmetic bits."""
     if stitching not in STITCHING_MODES:
         raise ValueError(f"unknown stitching {stitching!r}; choose one of {STITCHING_MODES}")
+    if len(conditions) != len(seeds):
+        raise ValueError("one condition function and one seed per image")
     t0 = time.perf_counter()
-    channels = int(unet.config.out_channels)
-    active = np.ones((grid.rows, grid.cols), bool) if active is None else active
-    tiles = [(i, j) for i, j in grid.raster() if active[i, j]]
-    stats = StageStats(tiles=len(tiles), skipped=grid.n - len(tiles))
+    channels, n_img = int(unet.config.out_channels), len(seeds)
+    act = [np.ones((grid.rows, grid.cols), bool) if a is None else a for a in (actives or [None] * n_img)]
+    n_active = sum(int(a.sum()) for a in act)
+    stats = StageStats(tiles=n_active, skipped=grid.n * n_img - n_active)
     calls = CallStats()
-    canvas = torch.full((channels, grid.height, grid.width), BACKGROUND, device=device)
+    canvases = [torch.full((channels, grid.height, grid.width), BACKGROUND, device=device) for _ in seeds]
     if stitching == "fused":
-        if tiles:
-            canvas = _fused(
-                unet, spec, grid, condition, tiles, seed, stage, max_batch, device, on_step, calls, fused_weights
+        if n_active:
+            canvases = _fused(
+                unet, spec, grid, conditions, act, seeds, stage, max_batch, device, on_step, calls, fused_weights
             )
             stats.batches = 1
     else:
-        batches = [[t] for t in tiles] if stitching == "raster" else [[t for t in w if active[t]] for w in grid.waves()]
+        # raster: the same tile of every image per batch; wavefront: a whole anti-diagonal of every image
+        groups = [[(i, j)] for i, j in grid.raster()] if stitching == "raster" else grid.waves()
+        batches = [[(m, i, j) for m in range(n_img) for i, j in g if act[m][i, j]] for g in groups]
         batches = [b for b in batches if b]
         stats.batches = len(batches)
         total = len(batches) * spec.num_inference_steps
         for n, batch in enumerate(batches):
-            boxes = [grid.box(i, j) for i, j in batch]
-            known = torch.from_numpy(np.stack([grid.known_mask(i, j) for i, j in batch]))[:, None]
+            boxes = [grid.box(i, j) for _, i, j in batch]
+            known = torch.from_numpy(np.stack([grid.known_mask(i, j) for _, i, j in batch]))[:, None]
+            cond = torch.stack([conditions[m](b) for (m, _, _), b in zip(batch, boxes, strict=True)]).to(device)
             x0 = denoise(
-                unet_predictor(unet, torch.stack([condition(b) for b in boxes]).to(device), max_batch, calls),
+                unet_predictor(unet, cond, max_batch, calls),
                 spec,
                 (len(batch), channels, grid.size, grid.size),
-                [tile_generator(seed, stage, grid.index(i, j)) for i, j in batch],
+                [tile_generator(seeds[m], stage, grid.index(i, j)) for m, i, j in batch],
                 device=device,
-                known_x0=torch.stack([crop(canvas, b) for b in boxes]),
+                known_x0=torch.stack([crop(canvases[m], b) for (m, _, _), b in zip(batch, boxes, strict=True)]),
                 known_mask=known,
                 on_step=None if on_step is None else _offset(on_step, n * spec.num_inference_steps, total),
             )
-            for (i, j), box, tile in zip(batch, boxes, x0, strict=True):
+            for (m, i, j), box, tile in zip(batch, boxes, x0, strict=True):
                 own = grid.owned_box(i, j)
-                canvas[:, own.y : own.y + own.h, own.x : own.x + own.w] = tile[
+                canvases[m][:, own.y : own.y + own.h, own.x : own.x + own.w] = tile[
                     :, own.y - box.y : own.y - box.y + own.h, own.x - box.x : own.x - box.x + own.w
                 ]
     stats.model_evaluations, stats.sequential_calls = calls.model_evaluations, calls.sequential_calls
     stats.seconds = time.perf_counter() - t0
-    return canvas, stats
+    return canvases, stats
 
 
 def _offset(on_step: StepCallback, done: int, total: int) -> StepCallback:
@@ -114,40 +157,40 @@ def _fused(
     unet: UNet2DModel,
     spec: SamplerSpec,
     grid: TileGrid,
-    condition: Callable[[Box], torch.Tensor],
-    tiles: list[tuple[int, int]],
-    seed: int,
+    conditions: list[Callable[[Box], torch.Tensor]],
+    actives: list[np.ndarray],
+    seeds: list[int],
     stage: str,
     max_batch: int,
     device: torch.device | str,
     on_step: StepCallback | None,
     calls: CallStats,
     fused_weights: FusedWeights,
-) -> torch.Tensor:
+) -> list[torch.Tensor]:
     channels, s = int(unet.config.out_channels), grid.size
-    boxes = [grid.box(i, j) for i, j in tiles]
-    cond = torch.stack([condition(b) for b in boxes]).to(device)
+    tiles = [(m, grid.box(i, j)) for m in range(len(seeds)) for i, j in grid.raster() if actives[m][i, j]]
+    cond = torch.stack([conditions[m](b) for m, b in tiles]).to(device)
     w = tile_weights(s, grid.overlap, fused_weights).to(device)
-    wsum = torch.zeros(grid.height, grid.width, device=device)
-    for b in boxes:
-        wsum[b.slices] += w
+    wsum = torch.zeros(len(seeds), 1, grid.height, grid.width, device=device)
+    for m, b in tiles:
+        wsum[m, 0, b.y : b.y + s, b.x : b.x + s] += w
     covered = wsum > 0
     tile_predict = unet_predictor(unet, cond, max_batch, calls)
 
     def predict(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         # every tile predicts its noise; predictions are averaged where tiles overlap
-        eps_tiles = tile_predict(torch.cat([x_t[..., b.y : b.y + s, b.x : b.x + s] for b in boxes]), t)
+        eps_tiles = tile_predict(torch.stack([x_t[m, :, b.y : b.y + s, b.x : b.x + s] for m, b in tiles]), t)
         fused = torch.zeros_like(x_t)
-        for b, e in zip(boxes, eps_tiles, strict=True):
-            fused[0, :, b.y : b.y + s, b.x : b.x + s] += w * e
+        for (m, b), e in zip(tiles, eps_tiles, strict=True):
+            fused[m, :, b.y : b.y + s, b.x : b.x + s] += w * e
         return torch.where(covered, fused / wsum.clamp(min=1e-12), fused)
 
     x0 = denoise(
         predict,
         spec,
-        (1, channels, grid.height, grid.width),
-        [tile_generator(seed, stage, -1)],
+        (len(seeds), channels, grid.height, grid.width),
+        [tile_generator(seed, stage, -1) for seed in seeds],
         device=device,
         on_step=on_step,
-    )[0]
-    return torch.where(covered, x0, torch.full_like(x0, BACKGROUND))
+    )
+    return list(torch.where(covered, x0, torch.full_like(x0, BACKGROUND)))
