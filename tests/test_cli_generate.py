@@ -40,7 +40,7 @@ def test_generate_writes_png16_and_npy_and_prints_one_json_line(tiny_bundle, tmp
     rc = main(
         ["generate", "--bundle", str(tiny_bundle), "--height", "96", "--width", "128", "--seed", "4", "--steps", "2",
          "--sampler", "dpmsolver", "--stitching", "wavefront", "--count", "2", "--format", "png,npy",
-         "--chest-wall", "right", "--device", "cpu", "--out", str(tmp_path)]
+         "--chest-wall", "right", "--device", "cpu", "--images-per-batch", "2", "--out", str(tmp_path)]
     )  # fmt: skip
     assert rc == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -49,8 +49,10 @@ def test_generate_writes_png16_and_npy_and_prints_one_json_line(tiny_bundle, tmp
     assert report["random_weights"] is True and (report["height"], report["width"]) == (96, 128)
     assert [im["seed"] for im in report["images"]] == [4, 5]
     first = report["images"][0]
-    assert first["stages"]["patch"]["model_evaluations"] > 0 and first["sequential_calls"] > 0
-    assert report["model_evaluations"] == sum(im["model_evaluations"] for im in report["images"])
+    run = report["runs"][first["run"]]
+    assert len(report["runs"]) == 1 and run["images"] == 2  # both seeds denoised in lock-step
+    assert run["stages"]["patch"]["model_evaluations"] > 0 and run["sequential_calls"] > 0
+    assert report["model_evaluations"] == run["model_evaluations"]
     png, npy = read_png(first["files"]["png"]), np.load(first["files"]["npy"])
     assert png.shape == npy.shape == (96, 128)
     assert np.abs(png - npy).max() <= 1 / 65535 + 1e-6  # 16-bit PNG keeps the float image

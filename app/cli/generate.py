@@ -1,7 +1,8 @@
 """``mammogen generate``: full-resolution mammograms with the MAMBO ensemble, as 16-bit PNG (+ NPY).
 
-stdout gets ONE JSON line (paths, timings, model evaluations and sequential calls per stage);
-progress goes to stderr.
+stdout gets ONE JSON line: per image its seed and files; per run (a group of --images-per-batch
+images denoised in lock-step) the timings, model evaluations and sequential calls per stage.
+Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stitching", default="wavefront", choices=("raster", "wavefront", "fused"))
     parser.add_argument("--count", type=int, default=1, help="number of images")
     parser.add_argument("--max-batch", type=int, default=16, help="tiles per network call (bounds memory)")
+    parser.add_argument(
+        "--images-per-batch",
+        type=int,
+        default=1,
+        help="images denoised in lock-step (their tiles share network calls; same images as one at a time)",
+    )
     parser.add_argument("--chest-wall", default="left", choices=("left", "right"))
     parser.add_argument("--no-skip-background", action="store_true", help="denoise tiles outside the breast too")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: settings, else auto)")
@@ -51,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from models.imaging.files import write_npy, write_png16
     from models.mambo import MamboPipeline
 
-    if args.count < 1:
-        raise BadInputError(f"--count must be >= 1, got {args.count}")
+    if args.count < 1 or args.images_per_batch < 1:
+        raise BadInputError("--count and --images-per-batch must be >= 1")
     settings = get_settings()
     bundle_path = args.bundle or settings.bundle_path("mambo")
     t0 = time.perf_counter()
@@ -66,12 +73,14 @@ def run(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     out: Path = args.out
     images: list[dict[str, Any]] = []
-    for i in range(args.count):
-        seed = args.seed + i
-        result = pipe(
+    runs: list[dict[str, Any]] = []
+    seeds = [args.seed + i for i in range(args.count)]
+    for g in range(0, len(seeds), args.images_per_batch):
+        group = seeds[g : g + args.images_per_batch]
+        results = pipe.generate_many(
             args.height,
             args.width,
-            seed=seed,
+            seeds=group,
             num_inference_steps=args.steps,
             sampler=args.sampler,
             eta=args.eta,
@@ -79,29 +88,32 @@ def run(args: argparse.Namespace) -> int:
             max_batch=args.max_batch,
             chest_wall=args.chest_wall,
             skip_background=not args.no_skip_background,
-            callback=progress_printer(f"generate {i + 1}/{args.count}"),
+            callback=progress_printer(f"generate {g + len(group)}/{args.count}"),
         )
-        stem = f"mambo_seed{seed}"
-        files: dict[str, str] = {}
-        if "png" in args.format:
-            files["png"] = str(write_png16(out / f"{stem}.png", result.image))
-        if "npy" in args.format:
-            files["npy"] = str(write_npy(out / f"{stem}.npy", result.image))
-        images.append({"seed": seed, "files": files, **result.stats.to_dict()})
+        runs.append(results[0].stats.to_dict())
+        for seed, result in zip(group, results, strict=True):
+            stem = f"mambo_seed{seed}"
+            files: dict[str, str] = {}
+            if "png" in args.format:
+                files["png"] = str(write_png16(out / f"{stem}.png", result.image))
+            if "npy" in args.format:
+                files["npy"] = str(write_npy(out / f"{stem}.npy", result.image))
+            images.append({"seed": seed, "files": files, "run": len(runs) - 1})
     report = {
         "bundle": str(bundle_path),
         "bundle_name": bundle.name,
         "bundle_version": bundle.version,
         "random_weights": bundle.random_weights,
-        "height": int(result.image.shape[0]),
-        "width": int(result.image.shape[1]),
+        "height": int(results[0].image.shape[0]),
+        "width": int(results[0].image.shape[1]),
         "device": str(pipe.device),
         "dtype": args.dtype,
         "load_seconds": round(load_s, 3),
         "seconds": round(time.perf_counter() - t0, 3),
-        "model_evaluations": sum(im["model_evaluations"] for im in images),
-        "sequential_calls": sum(im["sequential_calls"] for im in images),
+        "model_evaluations": sum(r["model_evaluations"] for r in runs),
+        "sequential_calls": sum(r["sequential_calls"] for r in runs),
         "images": images,
+        "runs": runs,
     }
     print(json.dumps(report))
     return 0
