@@ -13,9 +13,10 @@ from models.bundle import load_bundle
 from models.dualview import DualViewPipeline
 from models.errors import BadInputError
 from models.geometry import MamboGeometry
+from models.mambo import MamboPipeline
 from tests.test_datasets import breast
 from training.datasets import InMemoryImages
-from training.export import export_bundle, read_run
+from training.export import export_bundle, load_run_unet, read_run
 from training.loop import TrainConfig, train_stage
 
 GEOM = MamboGeometry(s=16, k=3, overlap=4)
@@ -57,12 +58,13 @@ def test_mambo_export_loads_verified_with_training_record(mambo_runs: dict[str, 
         assert next(unet.parameters()).dtype == torch.float32  # stored fp16, served as asked
         x = torch.zeros(1, unet.config.in_channels, 16, 16)
         assert torch.isfinite(unet(x, torch.tensor([500])).sample).all()
+    # ...and the MAMBO pipeline generates from it at the training images' native size
+    result = MamboPipeline.from_bundle(out)(seed=0, num_inference_steps=2)
+    assert result.image.shape == (96, 72) and np.isfinite(result.image).all()
     # the bundle holds the EMA weights of each run, rounded to fp16
     ema = read_run(mambo_runs["patch"])
     assert ema["summary"]["steps"] == 2
     stored = bundle.load_network("patch")
-    from training.export import load_run_unet
-
     src = load_run_unet(mambo_runs["patch"], "ema")
     for a, b in zip(src.parameters(), stored.parameters(), strict=True):
         assert torch.equal(a.half().float(), b)
