@@ -48,6 +48,7 @@ def api(tmp_path, redis_conn, dualview_bundle) -> Iterator[tuple[TestClient, Que
         max_image_pixels=200 * 200,
         max_image_side=256,
         dualview_bundle=dualview_bundle,
+        mambo_bundle=tmp_path / "no-mambo-bundle",  # requests that pass every check end at a clear 503
     )
     try:
         with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
@@ -157,7 +158,7 @@ def test_png_sent_as_dicom_is_sniffed_and_accepted_by_content(api):
     client, queue = api
     r = _upload(client, _png(64, 64), "scan.dcm", "application/dicom")
     assert r.status_code != 415  # content decides; it gets past sniffing (503: no MAMBO bundle here)
-    assert r.status_code == 503 and "mambo" in r.json()["detail"]
+    assert r.status_code == 503 and "no-mambo-bundle" in r.json()["detail"]
     _assert_nothing_queued(client, queue)
 
 
