@@ -341,6 +341,8 @@ def train(
         start, elapsed_before, resumed_from = int(state["step"]), float(state["elapsed_s"]), step_done
         if accelerator.is_main_process:
             _truncate_log(run_dir, start)
+    elif accelerator.is_main_process:
+        (run_dir / "log.jsonl").unlink(missing_ok=True)  # a fresh run (no checkpoint yet) starts a fresh log
     if accelerator.is_main_process:
         _write_json(
             run_dir / "run.json",
@@ -490,7 +492,7 @@ def train_stage(
     ``init_from`` diffusers folder), and records in run.json what the exporter needs.
     """
     from models.unet import build_unet
-    from training.datasets import STAGE_NAMES, make_source
+    from training.datasets import STAGE_NAMES, make_source, native_size
 
     source = make_source(images, stage, geometry, dualview_size)
     denoised = 3 if stage == "dualview" else 1
@@ -502,7 +504,8 @@ def train_stage(
     if stage == "dualview":
         kind, network, geom = "dualview", "dualview", {"size": source.size, "chest_wall": "left"}
     else:
-        kind, network, geom = "mambo", STAGE_NAMES[stage], {**geometry.to_dict(), "chest_wall": "left"}
+        kind, network = "mambo", STAGE_NAMES[stage]
+        geom = {**geometry.to_dict(), "chest_wall": "left", "native_size": native_size(images)}
     meta = {
         "kind": kind,
         "network": network,

@@ -76,6 +76,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     demo.add_argument("--resume", action="store_true", help="continue interrupted runs in --work")
     demo.add_argument("--no-progress", action="store_true")
     demo.add_argument("--threads", default="auto", help=THREADS_HELP)
+    demo.add_argument("--jobs", type=int, default=1, help="train the 4 networks in N parallel processes")
 
 
 def _configure_stage(p: argparse.ArgumentParser) -> None:
@@ -241,7 +242,13 @@ def _run_demo(args: argparse.Namespace) -> int:
         plan = replace(plan, steps=dict.fromkeys(STAGES, args.steps))
     work = args.work or Path("runs") / "demo"
     report = run_demo(
-        args.out, seed=args.seed, plan=plan, work_dir=work, progress=not args.no_progress, resume=args.resume
+        args.out,
+        seed=args.seed,
+        plan=plan,
+        work_dir=work,
+        progress=not args.no_progress,
+        resume=args.resume,
+        jobs=args.jobs,
     )
     if args.samples is not None:
         for path in write_demo_samples(args.samples, args.out, seed=args.seed, steps=args.sample_steps):
