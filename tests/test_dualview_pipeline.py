@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,10 @@ from models.dualview import (
     postprocess,
 )
 from models.errors import BadInputError, BundleIntegrityError, CancelledError
+from models.intensity import DEFAULT_INTENSITY
+from models.schedulers import alphas_cumprod
 from models.unet import build_unet
+from training.phantoms import make_phantom_case
 
 SIZE = 16
 
@@ -142,3 +147,35 @@ def test_bad_parameters_are_bad_input(tiny_pipeline, kwargs):
 def test_a_single_channel_network_is_refused():
     with pytest.raises(BundleIntegrityError):
         DualViewPipeline(build_unet("tiny", 1, 1, sample_size=SIZE))
+
+
+class _OracleDenoiser(torch.nn.Module):
+    """The exact noise predictor for a data set of ONE image x*: eps = (x_t - sqrt(abar_t) x*) / sqrt(1 - abar_t)."""
+
+    def __init__(self, x_star: torch.Tensor) -> None:
+        super().__init__()
+        self.x_star = x_star
+        self.abar = alphas_cumprod()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the pipeline a device
+        self.config = SimpleNamespace(in_channels=3, out_channels=3, sample_size=x_star.shape[-1])
+        self.dtype = torch.float32
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> SimpleNamespace:
+        abar = self.abar[int(t)]
+        return SimpleNamespace(sample=(x_t - abar.sqrt() * self.x_star) / (1 - abar).sqrt())
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver"])
+def test_an_exact_denoiser_gives_back_its_pair_encoded_split_and_mirrored(sampler):
+    case = make_phantom_case(7, (32, 32), laterality="L")  # chest wall on the left, as the model draws
+    cc, mlo = case.cc.image, case.mlo.image
+    x_star = torch.from_numpy(DEFAULT_INTENSITY.to_model(encode_pair(cc, mlo)))
+    pipe = DualViewPipeline(_OracleDenoiser(x_star))
+    res = pipe(2, seed=5, num_inference_steps=10, sampler=sampler, laterality=["L", "R"])
+    np.testing.assert_allclose(res.rgb[0], encode_pair(cc, mlo), atol=2e-3)
+    assert res.third_channel_error[0] < 1e-3  # the encoding is kept exactly
+    expected_cc, expected_mlo = decode_pair(postprocess(encode_pair(cc, mlo)))
+    np.testing.assert_allclose(res.cc[0], expected_cc, atol=5e-3)
+    np.testing.assert_allclose(res.mlo[0], expected_mlo, atol=5e-3)
+    np.testing.assert_allclose(res.cc[1], expected_cc[:, ::-1], atol=5e-3)  # R: mirrored
+    assert res.cc[1][:, -4:].mean() > res.cc[1][:, :4].mean()  # its chest wall is now on the right
