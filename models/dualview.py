@@ -1,9 +1,10 @@
 """The dual-view model: the CC and MLO views of one breast generated together by one 3-channel DDPM.
 
 The paper (papers/dual-view-ddpm.txt) stores a pair as one RGB image, R = CC, G = MLO and
-B = |CC - MLO|, so a plain unconditional DDPM learns both projections and how they relate. Left
-breasts were mirrored to look like right ones for training, so the model draws every breast facing
-one way; the bundle's geometry records which way (``chest_wall``) and the pipeline mirrors a pair
+B = |CC - MLO|, so a plain unconditional DDPM learns both projections and how they relate. For
+training every breast is turned to face one way (the paper mirrored left breasts to look like right
+ones; this project's canonical side is chest wall left), so the model draws every breast facing
+that way. The bundle's geometry records which (``chest_wall``), and the pipeline mirrors a pair
 when the caller asks for the other laterality.
 
 Generation is the paper's (a diffusers DDPM pipeline with any scheduler), then its post-processing:
