@@ -234,7 +234,7 @@ class AnomalyConfig:
     """One anomaly-map request. Defaults: the paper's lambda = 700 with the stronger recipe (5 seeds, L1).
 
     ``num_inference_steps`` spaces the sampler over the full 1000-step schedule; denoising starts at
-    the first scheduled timestep <= ``lam`` (DDPM with 1000 steps: exactly ``lam`` model calls).
+    the first scheduled timestep <= ``lam`` (DDPM with 1000 steps: timesteps lam..0, lam + 1 model calls).
     """
 
     lam: int = 700
