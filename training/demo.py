@@ -63,7 +63,7 @@ class DemoPlan:
             lr=self.lr,
             optimizer="adamw",
             warmup_steps=min(self.warmup_steps, max(self.steps[stage] // 5, 1)),
-            lr_schedule="cosine",
+            lr_schedule="constant",  # so `--resume --steps N` extends a run exactly as a longer one
             grad_clip=1.0,
             ema_decay=self.ema_decay,
             checkpoint_every=self.checkpoint_every,
