@@ -131,7 +131,8 @@ def test_serve_with_no_redis_configured_embeds_one_and_serves_generate(tmp_path,
 def test_readme_first_command_serves_generate_with_the_demo_bundles_from_a_clean_directory(tmp_path):
     proc, base = _serve(tmp_path, {})
     try:
-        info = _generate_end_to_end(proc, base, tmp_path, {"steps": 2, "seed": 0, "formats": ["png16", "dicom"]})
+        body = {"height": 192, "width": 128, "steps": 2, "seed": 0, "formats": ["png16", "dicom"]}
+        info = _generate_end_to_end(proc, base, tmp_path, body)
         assert info["summary"]["model"]["name"] == "demo-mambo"
         _stop_and_check_nothing_left(proc)
     finally:

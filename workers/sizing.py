@@ -7,27 +7,43 @@ import math
 from typing import Any
 
 #: Seconds per 256 x 256 model evaluation on the slowest supported device (paper U-Net on 2 CPU cores).
-SECONDS_PER_EVAL = 1.5
+SECONDS_PER_EVAL_256 = 1.5
+#: Headroom over the estimate: a busy host, a slower device, first-call warm-up.
+SAFETY = 4.0
 BASE_SECONDS = 120  # bundle warm-up, file writing, DICOM encoding
 
 
-def model_evaluations(kind: str, params: dict[str, Any], tile: int = 256) -> int:
-    """An upper estimate of 256^2-equivalent U-Net evaluations a job needs."""
+def _tiles(h: int, w: int, tile: int, overlap: int) -> int:
+    stride = max(1, tile - overlap)
+    return math.ceil(max(h - overlap, 1) / stride) * math.ceil(max(w - overlap, 1) / stride)
+
+
+def model_evaluations(kind: str, params: dict[str, Any], tile: int = 256, overlap: int = 32, k: int = 3) -> int:
+    """An upper estimate of the tile-sized U-Net evaluations a job needs (patches + local contexts + global)."""
     steps = int(params.get("steps", 50))
+    count = int(params.get("count", 1))
+    if kind == "generate" and params.get("model") == "dualview":
+        return steps * count
     if kind == "generate":
-        if params.get("model") == "dualview":
-            return steps * int(params.get("count", 1))
-        h = int(params.get("height") or 3072)
-        w = int(params.get("width") or 3072)
-        patches = math.ceil(h / (tile - 32)) * math.ceil(w / (tile - 32))
-        return steps * int(params.get("count", 1)) * (1 + patches + patches // 9 + 1)
-    scale = int(params.get("scale") or 1)  # super-resolution output is scale x the input
-    h = int(params.get("input_height") or 1024) * scale
-    w = int(params.get("input_width") or 1024) * scale
-    patches = math.ceil(h / (tile - 32)) * math.ceil(w / (tile - 32))
-    repeats = int(params.get("repeats", 1))
-    return steps * repeats * (patches + patches // 9 + 1)
+        h = int(params.get("height") or 3 * k * tile)
+        w = int(params.get("width") or 3 * k * tile)
+    else:
+        scale = int(params.get("scale") or 1)  # super-resolution output is scale x the input
+        h = int(params.get("input_height") or 1024) * scale
+        w = int(params.get("input_width") or 1024) * scale
+        count = int(params.get("repeats", 1))
+    patches = _tiles(h, w, tile, overlap)
+    local = _tiles(math.ceil(h / k), math.ceil(w / k), tile, overlap)
+    return steps * count * (patches + local + 1)
 
 
-def job_timeout_s(kind: str, params: dict[str, Any], cap_s: int) -> int:
-    return int(min(cap_s, BASE_SECONDS + SECONDS_PER_EVAL * model_evaluations(kind, params)))
+def job_timeout_s(kind: str, params: dict[str, Any], cap_s: int, geometry: dict[str, Any] | None = None) -> int:
+    """Timeout for one job from its size and steps and the bundle's tile ``geometry`` (s, overlap, k)."""
+    g = geometry or {}
+    tile, overlap, k = int(g.get("s", 256)), int(g.get("overlap", 32)), int(g.get("k", 3))
+    native = g.get("native_size")
+    if kind == "generate" and native and not (params.get("height") and params.get("width")):
+        params = {**params, "height": params.get("height") or native[0], "width": params.get("width") or native[1]}
+    per_eval = SECONDS_PER_EVAL_256 * (tile / 256) ** 2
+    estimate = model_evaluations(kind, params, tile, overlap, k) * per_eval
+    return int(min(cap_s, BASE_SECONDS + SAFETY * estimate))

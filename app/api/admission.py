@@ -38,8 +38,23 @@ def check_output_size(state: ServiceState, height: int | None, width: int | None
         raise PayloadTooLargeError(f"output {h}x{w} exceeds the pixel budget ({s.max_image_pixels})")
 
 
+def _geometry(state: ServiceState, bundle_kind: str) -> dict[str, Any] | None:
+    """The tile geometry of the bundle the workers serve (or, before any worker, the one on disk)."""
+    for w in live_workers(state.connection, state.queue.name):
+        info = (w.get("bundles") or {}).get(bundle_kind) or {}
+        if info.get("loaded") and isinstance(info.get("geometry"), dict):
+            return info["geometry"]
+    try:
+        from models.bundle import load_bundle
+
+        return load_bundle(state.settings.bundle_path(bundle_kind), verify=False).geometry  # type: ignore[arg-type]
+    except Exception:
+        return None
+
+
 def timeout_for(state: ServiceState, kind: str, params: dict[str, Any]) -> int:
-    return job_timeout_s(kind, params, state.settings.job_timeout_s)
+    bundle_kind = "dualview" if params.get("model") == "dualview" else "mambo"
+    return job_timeout_s(kind, params, state.settings.job_timeout_s, _geometry(state, bundle_kind))
 
 
 def accepted(request: Request, response: Response, sub: Submission) -> JobAccepted:
