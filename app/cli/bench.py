@@ -52,6 +52,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed calls per configuration (median reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--no-reference", action="store_true", help="skip the interleaved fp32 reference")
+    p.add_argument("--no-peak", action="store_true", help="do not measure the CPU peak (saves a few seconds)")
+    p.add_argument("--ablation", action="store_true", help="each speed-up alone, then all together, in one run")
     _add_acceleration(p)
     _add_common(p)
 
@@ -75,7 +77,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--stitching", default="wavefront", choices=("raster", "wavefront", "fused"))
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", type=int, default=1, help="images of one job denoised in lock-step")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    p.add_argument("--no-skip-background", action="store_true", help="denoise background tiles too")
     p.add_argument("--reference", action="store_true", help="also run raster/batch 1/fp32 in the same run")
+    p.add_argument("--warmup", action="store_true", help="run the candidate once first (compile, autotune)")
+    p.add_argument("--save-dir", type=Path, default=None, help="write the images (16-bit PNG) and their diff")
     _add_acceleration(p)
     _add_common(p)
 
@@ -112,6 +119,23 @@ def _acceleration(args: argparse.Namespace, device: Any) -> Any:
     return Acceleration(**{**base.to_dict(), **changes})
 
 
+def ablation(full: Any) -> dict[str, Any]:
+    """The reference with each switch of ``full`` turned on alone, then ``full`` itself."""
+    from models.acceleration import Acceleration
+
+    ref = Acceleration.reference()
+    steps = {
+        "+sdpa": {"sdpa": True},
+        "+channels_last": {"channels_last": True},
+        f"+{full.dtype}".replace("torch.", ""): {"dtype": full.dtype},
+        f"+compile={full.compile_mode}": {"compile_mode": full.compile_mode, "static_batches": True},
+    }
+    out = {name: ref.with_(**change) for name, change in steps.items() if ref.with_(**change) != ref}
+    out = {name: accel for name, accel in out.items() if "compile=None" not in name}
+    out["all"] = full
+    return out
+
+
 def _emit(row: dict[str, Any], out: Path | None) -> None:
     line = json.dumps(row, default=str)
     print(line, flush=True)
@@ -136,13 +160,14 @@ def run(args: argparse.Namespace) -> int:
         rows = bench_unet(
             args.preset,
             args.batch_sizes,
-            accel,
+            ablation(accel) if args.ablation else accel,
             size=args.size,
             device=device,
             in_channels=args.in_channels,
             repeats=args.repeats,
             warmup=args.warmup,
             compare_reference=not args.no_reference,
+            measure_peak=not args.no_peak,
         )
     else:
         from models.benchmarks.generation import bench_generate
@@ -157,12 +182,17 @@ def run(args: argparse.Namespace) -> int:
             patch=args.patch,
             steps=args.steps,
             sampler=args.sampler,
+            eta=args.eta,
             stitching=args.stitching,
             max_batch=args.max_batch,
             acceleration=accel,
             reference=args.reference,
+            skip_background=not args.no_skip_background,
             device=device,
             seed=args.seed,
+            warmup=args.warmup,
+            save_dir=args.save_dir,
+            images=args.images,
         )
     for row in rows:
         _emit(row, args.out)

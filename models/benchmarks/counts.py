@@ -60,14 +60,16 @@ def stitching_counts(
     max_batch: int | None = None,
     images: int = 1,
     patch: int = 256,
+    overlap: int | None = None,
     gflop_per_pass: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One row per stitching mode for an H x W request (``images`` of them batched in lock-step).
 
     ``gflop_per_pass`` (default: the paper preset's, counted) turns evaluations into FLOPs and the
     ideal seconds at an H100's dense bf16 peak, the lower bound no implementation can beat.
+    ``overlap`` defaults to the paper's ratio (32 px of 256).
     """
-    plan = MamboGeometry(s=patch).plan(height, width)
+    plan = MamboGeometry(s=patch, overlap=patch // 8 if overlap is None else overlap).plan(height, width)
     if gflop_per_pass is None:
         gflop_per_pass = paper_gflop_per_pass(patch)
     single = TileGrid(ys=(0,), xs=(0,), size=patch)  # stage 1: one global image

@@ -127,21 +127,43 @@ def count_forward_flops(unet: nn.Module, in_channels: int, size: int | tuple[int
     return int(counter.get_total_flops())
 
 
+@dataclass
+class Timing:
+    """Wall seconds and process CPU seconds (all threads) of one call.
+
+    On a shared CPU, other processes stretch wall time but not the CPU time this process spends, so
+    the CPU-time ratio of two configurations is the load-robust figure there; on a GPU wall time is
+    what counts (the host mostly waits).
+    """
+
+    wall: float
+    cpu: float
+
+
+@contextlib.contextmanager
+def clock(device: torch.device) -> Iterator[Timing]:
+    """Time the enclosed block (device-synchronised); the Timing is filled in on exit."""
+    timing = Timing(0.0, 0.0)
+    synchronize(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield timing
+    synchronize(device)
+    timing.wall, timing.cpu = time.perf_counter() - wall, time.process_time() - cpu
+
+
 def time_interleaved(
     fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int = 1
-) -> dict[str, list[float]]:
-    """Seconds per call of each function, measured round-robin so load drift hits all of them alike."""
+) -> dict[str, list[Timing]]:
+    """Timings per call of each function, measured round-robin so load drift hits all of them alike."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    times: dict[str, list[Timing]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
+            with clock(device) as timing:
+                fn()
+            times[name].append(timing)
     return times
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -17,12 +16,13 @@ import torch
 
 from models.acceleration import Acceleration, dtype_name, prepare_unet
 from models.benchmarks.harness import (
+    Peak,
+    clock,
     count_forward_flops,
     device_peak,
     environment,
     median,
     peak_memory,
-    synchronize,
     time_interleaved,
 )
 from models.unet import build_unet, count_parameters
@@ -31,7 +31,7 @@ from models.unet import build_unet, count_parameters
 def bench_unet(
     preset: str,
     batch_sizes: Sequence[int],
-    acceleration: Acceleration,
+    acceleration: Acceleration | dict[str, Acceleration],
     *,
     size: int = 256,
     device: str | torch.device = "cpu",
@@ -40,24 +40,34 @@ def bench_unet(
     repeats: int = 3,
     warmup: int = 1,
     compare_reference: bool = True,
+    measure_peak: bool = True,
     seed: int = 0,
 ) -> Iterator[dict[str, Any]]:
-    """Yield one JSON-able row per (configuration, batch size)."""
+    """Yield one JSON-able row per (configuration, batch size).
+
+    ``acceleration`` is one candidate, or several by name (an ablation: each switch on its own);
+    all of them and the reference run interleaved on copies of the same weights and inputs.
+    ``measure_peak=False`` skips the CPU peak measurement (a few seconds) and reports no peak.
+    """
     device = torch.device(device)
     torch.manual_seed(seed)
     unet = build_unet(preset, in_channels, out_channels, sample_size=size)
     params = count_parameters(unet)
     flops = count_forward_flops(unet, in_channels, size)
 
+    candidates = acceleration if isinstance(acceleration, dict) else {"candidate": acceleration}
     configs: dict[str, Acceleration] = {}
-    if compare_reference and acceleration != Acceleration.reference():
+    if compare_reference and Acceleration.reference() not in candidates.values():
         configs["reference"] = Acceleration.reference()
-    configs["candidate"] = acceleration
-    nets = {}
-    for name, accel in configs.items():
-        src = copy.deepcopy(unet) if name == "reference" else unet
-        nets[name] = prepare_unet(src, accel, device)
-    peaks = {name: device_peak(device, accel.dtype) for name, accel in configs.items()}
+    configs.update(candidates)
+    nets = {name: prepare_unet(copy.deepcopy(unet), accel, device) for name, accel in configs.items()}
+    del unet
+    peak_of: dict[torch.dtype, Peak] = {}
+    for accel in configs.values():
+        if accel.dtype not in peak_of:
+            measured = measure_peak or device.type == "cuda"
+            peak_of[accel.dtype] = device_peak(device, accel.dtype) if measured else Peak(None, "not measured")
+    peaks = {name: peak_of[accel.dtype] for name, accel in configs.items()}
     env = environment(device)
 
     gen = torch.Generator().manual_seed(seed + 1)
@@ -67,11 +77,9 @@ def bench_unet(
         outputs: dict[str, torch.Tensor] = {}
         first_call: dict[str, float] = {}
         for name, net in nets.items():  # first call separately: includes compile / graph capture
-            synchronize(device)
-            start = time.perf_counter()
-            outputs[name] = net(x, t).sample
-            synchronize(device)
-            first_call[name] = time.perf_counter() - start
+            with clock(device) as timing:
+                outputs[name] = net(x, t).sample
+            first_call[name] = timing.wall
         calls = {name: functools.partial(net, x, t) for name, net in nets.items()}
         times = time_interleaved(calls, device, repeats, warmup=max(0, warmup - 1))
         memory = {}
@@ -80,7 +88,8 @@ def bench_unet(
                 net(x, t)
             memory[name] = mem
         for name, accel in configs.items():
-            seconds = median(times[name])
+            seconds = median([tm.wall for tm in times[name]])
+            cpu_seconds = median([tm.cpu for tm in times[name]])
             achieved = flops * batch / seconds / 1e12
             peak = peaks[name]
             row: dict[str, Any] = {
@@ -94,7 +103,8 @@ def bench_unet(
                 "batch": batch,
                 "dtype": dtype_name(accel.dtype),
                 "seconds_per_call": seconds,
-                "seconds_all": times[name],
+                "cpu_seconds_per_call": cpu_seconds,
+                "seconds_all": [round(tm.wall, 4) for tm in times[name]],
                 "first_call_s": first_call[name],
                 "passes_per_s": batch / seconds,
                 "gflop_per_pass": flops / 1e9,
@@ -107,9 +117,10 @@ def bench_unet(
                 "peak_memory_kind": memory[name].get("kind"),
                 **env,
             }
-            if name == "candidate" and "reference" in configs:
+            if name != "reference" and "reference" in configs:
                 ref = outputs["reference"]
-                row["speedup_vs_reference"] = median(times["reference"]) / seconds
+                row["speedup_vs_reference"] = median([tm.wall for tm in times["reference"]]) / seconds
+                row["speedup_cpu_time_vs_reference"] = median([tm.cpu for tm in times["reference"]]) / cpu_seconds
                 row["max_abs_diff_vs_reference"] = (outputs[name] - ref).abs().max().item()
                 row["reference_output_rms"] = ref.pow(2).mean().sqrt().item()
             yield row
