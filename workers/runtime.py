@@ -53,12 +53,22 @@ class WorkerRuntime:
         self.device = resolve_device(self.device)
 
     def load_all(self) -> None:
-        """Load (and hash-check) every configured bundle now, so the first job pays nothing."""
+        """Load (and hash-check) every configured bundle and put its networks on the device now, so
+        the first job pays nothing and a bundle too large for the device fails at start-up. The
+        pipelines built later (generation, super-resolution, anomaly maps) share these networks."""
         for kind in self.bundle_paths:
             try:
-                self.bundle(kind)
+                bundle = self.bundle(kind)
+                dtype = resolve_dtype(self.dtype, self.device)
+                for name in bundle.manifest.get("networks", {}):
+                    bundle.load_network(name, device=self.device, dtype=dtype)
             except MammogenError as exc:
                 log.warning("bundle %s not loaded: %s", kind, exc.message)
+            except Exception as exc:  # unreadable weights, device out of memory: serve the other kinds
+                log.exception("bundle %s could not be put on %s", kind, self.device)
+                with self._lock:
+                    self._bundles.pop(kind, None)
+                    self._errors[kind] = f"{type(exc).__name__}: {exc}"
 
     def bundle(self, kind: str) -> Any:
         """The loaded bundle of ``kind``; BundleNotFoundError names what is missing."""
