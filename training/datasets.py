@@ -110,7 +110,7 @@ def sample_in_breast(mask: np.ndarray, generator: torch.Generator, tries: int = 
 class _CanvasCache:
     """Per image: its full canvas in model range, its global image and plan. LRU-bounded for big images."""
 
-    def __init__(self, images: ImageSet, geometry: MamboGeometry, capacity: int = 64) -> None:
+    def __init__(self, images: ImageSet, geometry: MamboGeometry, capacity: int = 16) -> None:
         self.images, self.geometry, self.capacity = images, geometry, capacity
         self._entries: OrderedDict[int, tuple[torch.Tensor, torch.Tensor, MamboPlan, np.ndarray]] = OrderedDict()
 
@@ -136,7 +136,7 @@ class _CanvasCache:
 class MamboStageSource:
     """Training examples of one MAMBO stage, built only through :mod:`models.geometry`."""
 
-    def __init__(self, images: ImageSet, stage: Stage, geometry: MamboGeometry, cache_images: int = 64) -> None:
+    def __init__(self, images: ImageSet, stage: Stage, geometry: MamboGeometry, cache_images: int = 16) -> None:
         if stage not in STAGES:
             raise BadInputError(f"unknown stage {stage!r}; choose one of {STAGES}")
         if len(images) == 0:
