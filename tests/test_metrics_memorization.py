@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from models.errors import BadInputError
 from models.imaging.files import read_png
@@ -111,4 +112,8 @@ def test_montage_shows_the_top_pairs(sets, tmp_path):
     report = check_memorization(planted, train, heldout, generated_names=[f"g{i}" for i in range(len(planted))])
     path = write_montage(tmp_path / "pairs.png", planted, train, report, top_k=3, tile=80)
     img = read_png(path)
-    assert img.shape == (4 + 3 * (80 + 14 + 4), 2 * 80 + 12)
+    assert img.shape == (4 + 3 * (80 + 26 + 4), 2 * 80 + 12)
+    # The flagged copy comes first, framed in red (pure red pixels exist only in the frame and label).
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    red = (rgb[..., 0] == 255) & (rgb[..., 1] == 0) & (rgb[..., 2] == 0)
+    assert red[: 4 + 80 + 26 + 4].any() and not red[4 + 80 + 26 + 4 :].any()

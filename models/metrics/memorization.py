@@ -254,6 +254,16 @@ def check_memorization(
     return report
 
 
+def _chest_wall_left(img: np.ndarray) -> np.ndarray:
+    return img if chest_wall_on_left(breast_mask(img)) else img[:, ::-1]
+
+
+def _fit(text: str, width_px: int) -> str:
+    """Keep the end of a label (the file name) within width_px of PIL's default 6-px font."""
+    room = max(4, width_px // 6)
+    return text if len(text) <= room else "…" + text[-(room - 1) :]
+
+
 def write_montage(
     path: str | os.PathLike[str],
     generated: Sequence[np.ndarray],
@@ -263,27 +273,35 @@ def write_montage(
     top_k: int = 8,
     tile: int = 160,
 ) -> Path:
-    """PNG of the top-k most similar (generated | nearest training) pairs, flagged pairs framed in red."""
+    """PNG of (generated | nearest training) pairs, chest wall left: flagged pairs first (framed in
+    red, with the criterion that flagged them), then the most correlated ones, ``top_k`` in all."""
     corr = report.criteria["correlation"]
-    order = np.argsort(-corr.generated.similarity)[:top_k]
-    label_h, pad = 14, 4
+    flagged = report.flagged
+    by_corr = list(np.argsort(-corr.generated.similarity))
+    order = ([g for g in by_corr if flagged[g]] + [g for g in by_corr if not flagged[g]])[:top_k]
+    label_h, pad = 26, 4
     canvas = Image.new("RGB", (2 * tile + 3 * pad, len(order) * (tile + label_h + pad) + pad), (32, 32, 32))
     draw = ImageDraw.Draw(canvas)
-    flagged = report.flagged
     for row, g in enumerate(order):
-        t = int(corr.generated.index[g])
+        name = next((n for n, c in report.criteria.items() if c.flagged[g]), "correlation")
+        crit = report.criteria[name]
+        t = int(crit.generated.index[g])
         y = pad + row * (tile + label_h + pad)
-        for col, img in enumerate((generated[g], train[t])):
-            thumb = Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)).convert("RGB")
+        colour = (255, 96, 96) if flagged[g] else (230, 230, 230)
+        head = f"{name} {crit.generated.similarity[g]:.3f}" + (" FLAGGED" if flagged[g] else "")
+        draw.text((pad, y), _fit(head, 2 * tile), fill=colour)
+        names = (
+            MemorizationReport._name(report.generated_names, int(g)),
+            MemorizationReport._name(report.train_names, t),
+        )
+        for col, (img, label) in enumerate(zip((generated[g], train[t]), names, strict=True)):
+            pixels = np.round(np.clip(_chest_wall_left(np.asarray(img)), 0, 1) * 255).astype(np.uint8)
+            thumb = Image.fromarray(np.ascontiguousarray(pixels)).convert("RGB")
             thumb.thumbnail((tile, tile))
             x = pad + col * (tile + pad)
+            draw.text((x, y + 12), _fit(("gen " if col == 0 else "train ") + str(label), tile), fill=colour)
             canvas.paste(thumb, (x, y + label_h))
             if flagged[g]:
                 box = [x - 2, y + label_h - 2, x + thumb.width + 1, y + label_h + thumb.height + 1]
                 draw.rectangle(box, outline="red")
-        gname = MemorizationReport._name(report.generated_names, int(g))
-        tname = MemorizationReport._name(report.train_names, t)
-        text = f"gen {gname} | train {tname}  r={corr.generated.similarity[g]:.3f}"
-        text += "  FLAGGED" if flagged[g] else ""
-        draw.text((pad, y), text, fill=(255, 96, 96) if flagged[g] else (230, 230, 230))
     return atomic_write(path, lambda f: canvas.save(f, format="PNG"))
