@@ -175,3 +175,22 @@ def test_upload_refused_for_a_full_queue_leaves_no_file_behind(tmp_path, redis_c
             assert [p.name for p in uploads.iterdir()] == [first.json()["id"]]
     finally:
         purge_queue(redis_conn, queue)
+
+
+def test_sizes_the_pipeline_would_refuse_are_422_before_queueing(tmp_path, redis_conn, dualview_bundle):  # noqa: F811
+    from tests.service_support import make_mambo_bundle
+
+    queue = unique_queue("sizes")
+    try:
+        bundle = make_mambo_bundle(tmp_path / "mambo64", s=64)
+        settings = settings_for(tmp_path, queue, mambo_bundle=bundle, dualview_bundle=dualview_bundle)
+        with TestClient(create_app(settings)) as c:
+            r = c.post("/generate", json={"model": "mambo", "height": 64, "width": 80})
+            assert r.status_code == 202
+            r = c.post("/generate", json={"model": "mambo", "height": 63, "width": 80})
+            assert r.status_code == 422 and "64-pixel tile" in r.json()["detail"]
+            r = c.post("/generate", json={"model": "dualview", "height": 512})
+            assert r.status_code == 422 and "fixed size" in r.json()["detail"]
+            assert Queue(queue, connection=redis_conn, serializer=SERIALIZER).count == 1
+    finally:
+        purge_queue(redis_conn, queue)

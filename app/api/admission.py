@@ -9,7 +9,7 @@ from fastapi import Request, Response
 from app.api.jobview import fetch_job, public_status
 from app.api.schemas import JobAccepted
 from app.api.state import ServiceState
-from models.errors import BundleNotFoundError, PayloadTooLargeError
+from models.errors import BadInputError, BundleNotFoundError, PayloadTooLargeError
 from workers.sizing import job_timeout_s
 from workers.submit import Submission
 from workers.watchdog import live_workers
@@ -50,6 +50,19 @@ def _geometry(state: ServiceState, bundle_kind: str) -> dict[str, Any] | None:
         return load_bundle(state.settings.bundle_path(bundle_kind), verify=False).geometry  # type: ignore[arg-type]
     except Exception:
         return None
+
+
+def check_generate_request(state: ServiceState, body: Any) -> None:
+    """Refuse before queueing what the pipeline would refuse after: sizes below one tile, sizes for dual-view."""
+    if body.model == "dualview":
+        if body.height is not None or body.width is not None:
+            raise BadInputError("dual-view pairs have the bundle's fixed size: leave height and width unset")
+        return
+    s = int((_geometry(state, "mambo") or {}).get("s", 0))
+    for name in ("height", "width"):
+        value = getattr(body, name)
+        if value is not None and value < s:
+            raise BadInputError(f"{name} {value} is smaller than one {s}-pixel tile of the MAMBO bundle")
 
 
 def timeout_for(state: ServiceState, kind: str, params: dict[str, Any]) -> int:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from app.api.admission import accepted, check_output_size, ensure_model_available, timeout_for
+from app.api.admission import (
+    accepted,
+    check_generate_request,
+    check_output_size,
+    ensure_model_available,
+    timeout_for,
+)
 from app.api.deps import ApiKeyDep, IdempotencyKeyDep, MetricsDep, StateDep
 from app.api.schemas import GenerateRequest, JobAccepted
 
@@ -37,6 +43,7 @@ def generate(
 ) -> JobAccepted:
     check_output_size(state, body.height, body.width)
     ensure_model_available(state, body.model)
+    check_generate_request(state, body)
     params = body.model_dump()
     sub = state.submitter.submit(
         "generate",
