@@ -189,8 +189,24 @@ def test_sizes_the_pipeline_would_refuse_are_422_before_queueing(tmp_path, redis
             assert r.status_code == 202
             r = c.post("/generate", json={"model": "mambo", "height": 63, "width": 80})
             assert r.status_code == 422 and "64-pixel tile" in r.json()["detail"]
+            tiny = _png_bytes(20, 24)
+            r = c.post("/super-resolve", files={"file": ("t.png", tiny, "image/png")}, data={"scale": "2"})
+            assert r.status_code == 422 and "scale" in r.json()["detail"]
+            r = c.post("/super-resolve", files={"file": ("t.png", tiny, "image/png")}, data={"scale": "4"})
+            assert r.status_code == 202
             r = c.post("/generate", json={"model": "dualview", "height": 512})
             assert r.status_code == 422 and "fixed size" in r.json()["detail"]
-            assert Queue(queue, connection=redis_conn, serializer=SERIALIZER).count == 1
+            assert Queue(queue, connection=redis_conn, serializer=SERIALIZER).count == 2
     finally:
         purge_queue(redis_conn, queue)
+
+
+def _png_bytes(h: int, w: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((h, w)) * 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()

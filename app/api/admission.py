@@ -65,6 +65,14 @@ def check_generate_request(state: ServiceState, body: Any) -> None:
             raise BadInputError(f"{name} {value} is smaller than one {s}-pixel tile of the MAMBO bundle")
 
 
+def check_superres_request(state: ServiceState, height: int, width: int, scale: int) -> None:
+    s = int((_geometry(state, "mambo") or {}).get("s", 0))
+    if min(height, width) * scale < s:
+        raise BadInputError(
+            f"a {height}x{width} input at scale {scale} is smaller than one {s}-pixel tile: use a larger scale"
+        )
+
+
 def timeout_for(state: ServiceState, kind: str, params: dict[str, Any]) -> int:
     bundle_kind = "dualview" if params.get("model") == "dualview" else "mambo"
     return job_timeout_s(kind, params, state.settings.job_timeout_s, _geometry(state, bundle_kind))

@@ -15,7 +15,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
-from app.api.admission import accepted, check_output_size, ensure_model_available, timeout_for
+from app.api.admission import (
+    accepted,
+    check_output_size,
+    check_superres_request,
+    ensure_model_available,
+    timeout_for,
+)
 from app.api.deps import ApiKeyDep, IdempotencyKeyDep, MetricsDep, StateDep
 from app.api.schemas import AnomalyMapParams, JobAccepted, SuperResolveParams
 from app.api.state import ServiceState
@@ -104,6 +110,7 @@ def super_resolve(
     data, info = _validated_upload(state, file)
     check_output_size(state, info["input_height"], info["input_width"], factor=params.scale)
     ensure_model_available(state, "mambo")
+    check_superres_request(state, info["input_height"], info["input_width"], params.scale)
     sub = _submit("super-resolve", state, {**params.model_dump(), **info}, data, idempotency_key, principal)
     if not sub.replayed:
         metrics.submitted.labels(kind="super-resolve").inc()
