@@ -65,6 +65,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--patch", type=int, default=256)
     p.add_argument("--out", type=Path, default=None)
 
+    p = sub.add_parser("steps", help="fewer steps (DPM-Solver++) vs the 150-step image: time, seams, distance")
+    p.add_argument("--bundle", type=Path, default=None, help="a trained MAMBO bundle (default: the configured one)")
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--baseline", default="ddim:150", help="SAMPLER:STEPS of the reference image")
+    p.add_argument("--settings", default="dpmsolver:20,dpmsolver:30,ddim:50", help="comma-separated SAMPLER:STEPS")
+    p.add_argument("--stitching", default="wavefront", choices=("raster", "wavefront", "fused"))
+    p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-dir", type=Path, default=None, help="write each image (16-bit PNG)")
+    _add_acceleration(p)
+    _add_common(p)
+
     p = sub.add_parser("generate", help="one full image per configuration, timed per stage, vs the reference")
     p.add_argument("--bundle", type=Path, default=None, help="a MAMBO bundle (default: random weights)")
     p.add_argument("--preset", default=None, choices=("tiny", "small", "paper"), help="random-weight networks")
@@ -154,7 +167,29 @@ def run(args: argparse.Namespace) -> int:
         return 0
     device = _device(args)
     accel = _acceleration(args, device)
-    if args.bench == "unet":
+    if args.bench == "steps":
+        from app.settings import get_settings
+        from models.benchmarks.steps import bench_steps, parse_setting
+
+        try:
+            baseline = parse_setting(args.baseline)
+            settings = [parse_setting(v) for v in args.settings.split(",") if v.strip()]
+        except ValueError as exc:
+            raise BadInputError(str(exc)) from exc
+        rows = bench_steps(
+            bundle=args.bundle or get_settings().bundle_path("mambo"),
+            height=args.height,
+            width=args.width,
+            baseline=baseline,
+            settings=settings,
+            stitching=args.stitching,
+            max_batch=args.max_batch,
+            acceleration=accel,
+            device=device,
+            seed=args.seed,
+            save_dir=args.save_dir,
+        )
+    elif args.bench == "unet":
         from models.benchmarks.unet import bench_unet
 
         rows = bench_unet(

@@ -78,12 +78,13 @@ def known_peak(name: str, dtype: torch.dtype) -> float | None:
 def measure_conv_tflops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
     """Attainable TFLOP/s of a dense 3x3 convolution (best of NCHW/NHWC and two shapes, best of ``repeats``).
 
-    The stand-in peak where no data sheet applies (CPU). A convolution, not a matmul, because U-Net
+    The stand-in peak where no data sheet applies (CPU), timed on the same clock as the U-Net rows
+    (CPU time / threads on CPU, so other processes' load does not lower it). A convolution, not a matmul, because U-Net
     FLOPs are >99 % convolutions and on some CPUs (AMD with MKL) matmul takes a much slower path
     than oneDNN's convolutions, which would make the "peak" lower than what the U-Net achieves.
     """
     best = 0.0
-    for channels, side in ((256, 64), (512, 32)):
+    for channels, side in ((256, 64), (512, 32)):  # 4.8 GFLOP each
         x = torch.randn(1, channels, side, side, device=device).to(dtype)
         w = torch.randn(channels, channels, 3, 3, device=device).to(dtype)
         flops = 2 * channels * channels * 9 * side * side
@@ -91,11 +92,9 @@ def measure_conv_tflops(device: torch.device, dtype: torch.dtype, repeats: int =
             xf, wf = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
             torch.nn.functional.conv2d(xf, wf, padding=1)  # warm-up: the library picks its kernel
             for _ in range(repeats):
-                synchronize(device)
-                start = time.perf_counter()
-                torch.nn.functional.conv2d(xf, wf, padding=1)
-                synchronize(device)
-                best = max(best, flops / (time.perf_counter() - start) / 1e12)
+                with clock(device) as timing:
+                    torch.nn.functional.conv2d(xf, wf, padding=1)
+                best = max(best, flops / timing.busy(device) / 1e12)
     return best
 
 
@@ -138,6 +137,14 @@ class Timing:
 
     wall: float
     cpu: float
+
+    def busy(self, device: torch.device) -> float:
+        """The seconds to report: wall on a GPU; on CPU, process CPU time / torch threads (load-robust)."""
+        return self.cpu / torch.get_num_threads() if device.type == "cpu" else self.wall
+
+
+def clock_name(device: torch.device) -> str:
+    return "process CPU time / threads" if device.type == "cpu" else "wall (device-synchronised)"
 
 
 @contextlib.contextmanager
