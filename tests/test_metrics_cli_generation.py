@@ -51,13 +51,14 @@ def test_report_has_labelled_fid_kid_patches_seams_and_flags_the_planted_copy(fo
     args = ["evaluate", "generation", "--real", str(folders / "real"), "--synthetic", str(folders / "synthetic")]
     args += ["--train", str(folders / "real"), "--heldout", str(folders / "heldout"), "--out", str(out)]
     args += ["--extractor", "pixels", "--patches", "2", "--patch-size", "64", "--kid-subsets", "5"]
-    args += ["--tile", str(TILE), "--overlap", str(OVERLAP)]
+    args += ["--tile", str(TILE), "--overlap", str(OVERLAP), "--whole-size", "128"]
     assert main(args) == 0
     report = json.loads(out.read_text())
     assert report["real"]["n"] == 8 and report["synthetic"]["n"] == 8
     whole = report["whole_image"]
     assert whole["comparable_with_literature"] is False and "not comparable" in " ".join(whole["notes"])
     assert whole["extractor"].startswith("downsampled pixels") and whole["fid"] > 0
+    assert whole["size"] == "128x128"
     assert report["patches"]["n_real"] == report["patches"]["n_synthetic"] == 16
     seams = report["seams"]
     assert seams["synthetic"]["patch"]["mean_ratio"] > 2 * seams["real_baseline"]["patch"]["mean_ratio"]

@@ -43,6 +43,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="inception",
         help="features for FID/KID; 'pixels' needs no weights but is NOT comparable with the literature",
     )
+    parser.add_argument(
+        "--whole-size",
+        type=int,
+        default=0,
+        help="resize whole images to SIZE x SIZE before features (the paper's 256 global-context FID; 0: native)",
+    )
     parser.add_argument("--patches", type=int, default=4, metavar="N", help="matched patches per image (0: off)")
     parser.add_argument("--patch-size", type=int, default=256)
     parser.add_argument("--kid-subsets", type=int, default=100)
@@ -103,6 +109,33 @@ class LazyImages(Sequence[np.ndarray]):
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         return self._read(i % len(self))
+
+
+class Resized(Sequence[np.ndarray]):
+    """A view of an image sequence resized to size x size (area-like: bilinear with antialiasing)."""
+
+    def __init__(self, images: Sequence[np.ndarray], size: int) -> None:
+        self.images, self.size = images, size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _one(self, img: np.ndarray) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
+        out = F.interpolate(t, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        return out[0, 0].numpy()
+
+    @overload
+    def __getitem__(self, i: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[np.ndarray]: ...
+    def __getitem__(self, i: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(i, slice):
+            return [self._one(img) for img in self.images[i]]
+        return self._one(self.images[i])
 
 
 def load_folder(folder: Path, limit: int, what: str) -> tuple[LazyImages, list[str], list[str]]:
@@ -211,8 +244,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "synthetic": {"folder": str(args.synthetic), "n": len(synth), "unreadable": synth_skipped},
         "extractor": info,
     }
-    real_f, synth_f = extractor.extract(real), extractor.extract(synth)
+    if args.whole_size > 0:
+        real_f, synth_f = (extractor.extract(Resized(x, args.whole_size)) for x in (real, synth))
+    else:
+        real_f, synth_f = extractor.extract(real), extractor.extract(synth)
     report["whole_image"] = _distances(real_f, synth_f, info, args)
+    report["whole_image"]["size"] = f"{args.whole_size}x{args.whole_size}" if args.whole_size > 0 else "native"
 
     patches = None
     if args.patches > 0:
@@ -266,14 +303,18 @@ def _memorization(args, synth, synth_names, extractor, synth_f, real_cache) -> d
 
     train, train_names, _ = load_folder(args.train, args.max_images, "training")
     same_as_real = args.train.resolve() == real_cache[0] and len(train) == len(real_cache[1])
+
+    def as_whole(images: Sequence[np.ndarray]) -> Sequence[np.ndarray]:  # features as for FID/KID
+        return Resized(images, args.whole_size) if args.whole_size > 0 else images
+
     heldout = load_folder(args.heldout, args.max_images, "held-out")[0] if args.heldout else None
     report = check_memorization(
         synth,
         train,
         heldout,
         generated_features=synth_f,
-        train_features=real_cache[1] if same_as_real else extractor.extract(train),
-        heldout_features=extractor.extract(heldout) if heldout else None,
+        train_features=real_cache[1] if same_as_real else extractor.extract(as_whole(train)),
+        heldout_features=extractor.extract(as_whole(heldout)) if heldout else None,
         generated_names=synth_names,
         train_names=train_names,
     )
