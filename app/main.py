@@ -18,12 +18,10 @@ from app.api.metrics import Metrics
 from app.api.routes import generate, health, jobs, metrics, models, results, uploads
 from app.api.state import ServiceState
 from app.settings import Settings, get_settings
-from workers.queueing import connect, make_queue
+from workers.queueing import DEFAULT_REDIS_URL, connect, make_queue
 from workers.store import ResultStore
 from workers.submit import Submitter
 from workers.watchdog import Watchdog
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 DESCRIPTION = """\
 Synthetic mammography as a job service. `POST /generate`, `/super-resolve` or `/anomaly-map`

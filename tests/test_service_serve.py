@@ -107,6 +107,16 @@ def test_unreachable_configured_redis_is_replaced_by_a_working_embedded_one(tmp_
         embedded.stop()
 
 
+def test_api_only_serve_never_embeds_a_private_redis(tmp_path):
+    from app.cli.serve import resolve_redis
+
+    assert resolve_redis("redis://127.0.0.1:1/0", tmp_path / "r", allow_embedded=False) == (
+        "redis://127.0.0.1:1/0",
+        None,
+    )
+    assert not (tmp_path / "r").exists()
+
+
 def test_reachable_configured_redis_is_used_as_is(tmp_path, redis_conn):  # noqa: F811
     from app.cli.serve import resolve_redis
 

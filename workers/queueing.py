@@ -11,6 +11,8 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 KEY_PREFIX = "mammogen"
+#: Where API and workers look when no URL is configured (a local Redis, as on the development machines).
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 SERIALIZER = JSONSerializer
 
 #: The job functions by kind; the queue knows only these importable names, never the models.

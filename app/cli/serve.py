@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from app.settings import get_settings
+from workers.queueing import DEFAULT_REDIS_URL
 
 log = logging.getLogger("mammogen.serve")
 
@@ -99,8 +100,19 @@ class WorkerSupervisor(threading.Thread):
                 p.wait()
 
 
-def resolve_redis(configured: str | None, data_dir: Path) -> tuple[str, EmbeddedRedis | None]:
-    """The configured Redis if it answers, else a freshly started embedded one (and its handle)."""
+def resolve_redis(
+    configured: str | None, data_dir: Path, allow_embedded: bool = True
+) -> tuple[str, EmbeddedRedis | None]:
+    """The configured Redis if it answers, else a freshly started embedded one (and its handle).
+
+    An API-only process never embeds one: workers elsewhere could not reach a private socket, so it
+    keeps the configured URL and answers 503 until that Redis is back.
+    """
+    if not allow_embedded:
+        url = configured or DEFAULT_REDIS_URL
+        if not redis_reachable(url):
+            log.warning("Redis at %s is unreachable; requests get 503 until it answers", url)
+        return url, None
     if configured is not None and redis_reachable(configured):
         return configured, None
     if configured is not None:
@@ -117,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
-    url, embedded = resolve_redis(settings.redis_url, Path(settings.result_dir).resolve() / ".embedded-redis")
+    url, embedded = resolve_redis(
+        settings.redis_url, Path(settings.result_dir).resolve() / ".embedded-redis", allow_embedded=not args.api_only
+    )
     settings = settings.model_copy(update={"redis_url": url})
 
     supervisor: WorkerSupervisor | None = None

@@ -21,8 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.main import DEFAULT_REDIS_URL
-    from workers.queueing import connect, make_queue
+    from workers.queueing import DEFAULT_REDIS_URL, connect, make_queue
     from workers.runtime import WorkerRuntime
     from workers.store import ResultStore
     from workers.worker import MammogenWorker, run_worker
