@@ -83,6 +83,7 @@ def test_image_listing_skips_masks_and_counts_a_view_written_as_png_and_dicom_on
     write_png16(tmp_path / "a" / "L_CC.png", np.zeros((8, 8)))
     (tmp_path / "a" / "L_CC.dcm").write_bytes(b"x")
     write_png16(tmp_path / "a" / "L_CC_lesions.png", np.zeros((8, 8)))
+    write_png16(tmp_path / "a" / "L_CC_healthy.png", np.zeros((8, 8)))
     (tmp_path / "manifest.json").write_text("{}")
     assert [p.name for p in list_images(tmp_path)] == ["L_CC.png"]
 

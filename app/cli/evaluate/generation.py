@@ -25,8 +25,9 @@ from models.errors import BadInputError
 from models.imaging.files import atomic_write
 
 IMAGE_SUFFIXES = {".png": 0, ".tif": 1, ".tiff": 1, ".dcm": 2, ".dicom": 2, "": 3}  # preference per stem
-#: Name tokens of files that are not images to evaluate (lesion masks, overlays, montages).
-NOT_AN_IMAGE = {"mask", "masks", "lesion", "lesions", "seg", "gt", "overlay", "preview", "montage", "rgb"}
+#: Name tokens of files that are not images to evaluate (lesion masks, overlays, montages, and the
+#: healthy reference `mammogen phantoms --lesions` writes next to each view).
+NOT_AN_IMAGE = {"mask", "masks", "lesion", "lesions", "seg", "gt", "overlay", "preview", "montage", "rgb", "healthy"}
 _SPLIT = re.compile(r"[_\-.]+")
 
 
