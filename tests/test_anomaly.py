@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.anomaly import AnomalyConfig, AnomalyPipeline, anomaly_from_reconstructions, prepare
+from models.anomaly import PAPER_POST, AnomalyConfig, AnomalyPipeline, anomaly_from_reconstructions, prepare
 from models.errors import BadInputError, CancelledError
 from models.geometry import MamboGeometry
 from models.metrics.segmentation import iou
@@ -43,6 +43,13 @@ def test_perfect_healthy_reconstruction_recovers_the_inserted_mass(seed, lateral
     result = anomaly_from_reconstructions(prep, list(prep.companions_global), AnomalyConfig(threshold_mode="otsu"))
     assert iou(result.mask, v.mass_mask) > 0.8
     assert result.threshold_mode == "otsu"
+
+
+def test_paper_recipe_also_recovers_the_mass_from_a_perfect_reconstruction():
+    v = make_phantom_case(29, (256, 256), lesions=True).cc
+    prep = prepare(v.image, IDENTITY, companions=[v.healthy])
+    result = anomaly_from_reconstructions(prep, list(prep.companions_global), AnomalyConfig(post=PAPER_POST))
+    assert iou(result.mask, v.mass_mask) > 0.8
 
 
 def test_perfect_reconstruction_on_a_coarser_global_grid_still_finds_the_mass():
