@@ -70,6 +70,17 @@ def test_eroded_region_removes_a_rim_of_erode_px():
     assert eroded_region(breast, 0).sum() == 400
 
 
+@pytest.mark.parametrize("erode_px", [1, 4, 9])
+def test_eroded_region_equals_square_erosion_with_background_outside_the_image(erode_px):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(erode_px)
+    breast = ndimage.binary_fill_holes(ndimage.gaussian_filter(rng.random((80, 60)), 3) > 0.5)
+    breast[:, :2] = True  # touches the image border, like a chest wall
+    reference = ndimage.binary_erosion(breast, structure=np.ones((2 * erode_px + 1,) * 2, bool), border_value=0)
+    np.testing.assert_array_equal(eroded_region(breast, erode_px), reference)
+
+
 def test_heat_map_median_filter_removes_speckle_but_keeps_a_blob():
     residual = np.zeros((40, 40), np.float32)
     residual[5, 5] = 1.0  # a single hot pixel: diffusion noise, not a lesion
