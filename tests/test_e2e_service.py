@@ -233,6 +233,7 @@ def test_running_job_is_stopped_between_steps_and_queued_job_never_runs(service)
     assert info["progress"]["eta_s"] is not None and info["progress"]["eta_s"] > 0
     q = service.get(queued).json()
     assert (q["status"], q["queue_position"]) == ("queued", 0)
+    assert q["progress"]["eta_s"] > 0  # from the run times of the jobs this queue finished before
 
     r = service.delete(queued)
     assert r.status_code == 202 and r.json()["status"] == "cancelled"

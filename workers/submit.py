@@ -59,10 +59,11 @@ class Submitter:
         self.idempotency_ttl_s = idempotency_ttl_s
 
     def _queue_full(self) -> QueueFullError:
-        err = QueueFullError(
-            f"the job queue is full ({self.max_queue_length} jobs waiting); retry in {self.retry_after_s} s"
-        )
-        err.retry_after = self.retry_after_s  # type: ignore[attr-defined]
+        from workers.estimates import retry_after_seconds
+
+        after = retry_after_seconds(self.queue, default=self.retry_after_s)
+        err = QueueFullError(f"the job queue is full ({self.max_queue_length} jobs waiting); retry in {after} s")
+        err.retry_after = after  # type: ignore[attr-defined]
         return err
 
     def submit(

@@ -11,8 +11,9 @@ from rq.job import Job, JobStatus
 
 from app.api.schemas import ErrorInfo, JobInfo, JobProgressInfo, ResultLink
 from models.errors import JobNotFoundError
+from workers.estimates import queued_eta_seconds
 from workers.progress import cancel_requested
-from workers.queueing import SERIALIZER
+from workers.queueing import SERIALIZER, make_queue
 from workers.watchdog import WORKER_LOST
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -91,6 +92,9 @@ def job_info(job: Job, connection: Redis, base_url: str) -> JobInfo:
             position = job.get_position()
         except NoSuchJobError:
             position = None
+        # nothing has run yet (or a retry starts over): the ETA is the wait plus one run
+        eta = queued_eta_seconds(make_queue(connection, job.origin), position) if position is not None else None
+        progress = JobProgressInfo(fraction=0.0, eta_s=eta)
     return JobInfo(
         id=job.id,
         kind=meta.get("kind", "unknown"),
