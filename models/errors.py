@@ -92,6 +92,14 @@ class QueueFullError(MammogenError):
     code = "queue_full"
 
 
+class QueueUnavailableError(MammogenError):
+    """The job queue (Redis) cannot be reached: nothing can be accepted or looked up, not the client's fault."""
+
+    http_status = 503
+    exit_code = 12
+    code = "queue_unavailable"
+
+
 class UnauthorizedError(MammogenError):
     """Missing or wrong API key."""
 
@@ -119,6 +127,7 @@ ALL_ERRORS: tuple[type[MammogenError], ...] = (
     OutOfMemoryError,
     NotBuiltError,
     QueueFullError,
+    QueueUnavailableError,
     UnauthorizedError,
     JobNotFoundError,
 )

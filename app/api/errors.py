@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from models.errors import MammogenError, QueueFullError, UnauthorizedError
+from models.errors import MammogenError, QueueFullError, QueueUnavailableError, UnauthorizedError
 
 
 def error_response(exc: MammogenError) -> JSONResponse:
@@ -19,6 +19,8 @@ def error_response(exc: MammogenError) -> JSONResponse:
         headers["Retry-After"] = str(int(getattr(exc, "retry_after", 10)))
     if isinstance(exc, UnauthorizedError):
         headers["WWW-Authenticate"] = "ApiKey"
+    if isinstance(exc, QueueUnavailableError):
+        headers["Retry-After"] = "5"
     return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
 
@@ -32,8 +34,7 @@ async def _handle(request: Request, exc: Exception) -> JSONResponse:
 
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     """Redis is the queue: without it nothing can be accepted or looked up, but it is not the client's fault."""
-    body = {"error": "queue_unavailable", "detail": f"the job queue (Redis) is unreachable: {type(exc).__name__}"}
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+    return error_response(QueueUnavailableError(f"the job queue (Redis) is unreachable: {type(exc).__name__}"))
 
 
 def install_error_handlers(app: FastAPI) -> None:
