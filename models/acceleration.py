@@ -29,6 +29,7 @@ from models.errors import BadInputError
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:
@@ -86,9 +87,10 @@ class Acceleration:
     def optimised_for(cls, device: str | torch.device, compile: bool | None = None) -> Acceleration:
         """The fastest configuration measured for this device (see docs/PERFORMANCE.md).
 
-        CPU: bf16 weights + channels_last where bf16 is native (3-5x), else fp32 + channels_last;
-        no compile by default (70-110 s of compile time for 1.2-1.5x). CUDA: bf16, channels_last,
-        compile with CUDA graphs and padded static batches.
+        CPU: bf16 weights + channels_last where bf16 is native, else fp32 + channels_last; no
+        compile by default (70-110 s of compile time for 1.2-1.5x). CUDA: bf16, channels_last,
+        compile with CUDA graphs ("reduce-overhead": no autotuning, so a few power-of-two batch
+        buckets compile in minutes) and padded static batches.
         """
         device = torch.device(device)
         fast_bf16 = bf16_is_fast(device)
@@ -97,7 +99,7 @@ class Acceleration:
         return cls(
             dtype=torch.bfloat16 if fast_bf16 else torch.float32,
             channels_last=True,
-            compile_mode=("max-autotune" if on_cuda else "default") if use_compile else None,
+            compile_mode=("reduce-overhead" if on_cuda else "default") if use_compile else None,
             sdpa=True,
             static_batches=use_compile,
             cudnn_benchmark=on_cuda,
@@ -196,8 +198,13 @@ class PreparedUNet(nn.Module):
             if isinstance(t, torch.Tensor) and t.ndim == 1 and t.shape[0] == n:
                 t = torch.cat([t, t[-1:].expand(pad)])
         x = x.contiguous(memory_format=self.memory_format)
+        graphs = self.acceleration.compile_mode in CUDA_GRAPH_MODES and x.device.type == "cuda"
+        if graphs:  # each call is a new iteration: earlier outputs may be reused by the graph pool
+            torch.compiler.cudagraph_mark_step_begin()
         out = self._forward(x, t, return_dict=False)[0]
         eps = out[:n].to(dtype=torch.float32).contiguous()
+        if graphs and eps.data_ptr() == out.data_ptr():
+            eps = eps.clone()  # a CUDA graph's output buffer is overwritten by the next replay
         if return_dict:
             from diffusers.models.unets.unet_2d import UNet2DOutput
 
