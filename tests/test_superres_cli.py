@@ -74,6 +74,7 @@ def test_dicom_input_gives_a_derived_dicom_in_the_same_study(tmp_path, tiny_bund
         study_uid=study,
         series_uid=generate_uid(),
         bits_stored=12,
+        pixel_spacing_mm=0.2,
     )
     out = tmp_path / "out"
     argv = ["super-resolve", str(src), "--scale", "2", "--steps", "1", "--out", str(out), "--bundle", str(tiny_bundle)]
@@ -82,6 +83,7 @@ def test_dicom_input_gives_a_derived_dicom_in_the_same_study(tmp_path, tiny_bund
     assert ds.StudyInstanceUID == study
     assert (ds.Rows, ds.Columns) == (64, 48)
     assert "DERIVED" in ds.ImageType
+    assert [float(v) for v in ds.PixelSpacing] == pytest.approx([0.1, 0.1])  # 2x finer than the input
 
 
 def test_unreadable_file_fails_with_the_bad_input_exit_code(tmp_path, tiny_bundle, capsys):

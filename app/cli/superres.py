@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         from models.imaging.dicom import write_derived_dicom
 
         name, version = bundle_identity(bundle_path)
+        spacing = info.pixel_spacing_mm
         files["dicom"] = str(
             write_derived_dicom(
                 out / "superres.dcm",
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
                 model_name=name,
                 model_version=version,
                 chest_wall=result.orientation.chest_wall,
+                # the output's pixels are finer by the scale (rows decide: the aspect is kept)
+                pixel_spacing_mm=spacing[0] * image.shape[0] / result.image.shape[0] if spacing else None,
             )
         )
     summary = {"input": str(args.input), "bundle": str(bundle_path), "files": files, **result.stats}
