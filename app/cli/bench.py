@@ -95,6 +95,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--no-skip-background", action="store_true", help="denoise background tiles too")
     p.add_argument("--reference", action="store_true", help="also run raster/batch 1/fp32 in the same run")
     p.add_argument("--warmup", action="store_true", help="run the candidate once first (compile, autotune)")
+    p.add_argument("--no-peak", action="store_true", help="do not measure the CPU peak (saves a few seconds)")
     p.add_argument("--save-dir", type=Path, default=None, help="write the images (16-bit PNG) and their diff")
     _add_acceleration(p)
     _add_common(p)
@@ -228,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             save_dir=args.save_dir,
             images=args.images,
+            measure_peak=not args.no_peak,
         )
     for row in rows:
         _emit(row, args.out)
