@@ -6,12 +6,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from app.cli.evaluate.generation import list_images, load_folder
 from app.cli.main import main
 from models.errors import BadInputError
 from models.geometry import TileGrid
 from models.imaging.files import write_png16
+from models.metrics.lpips import alexnet_features
 from tests.metrics_images import phantom
 
 SHAPE = (288, 256)
@@ -42,6 +44,8 @@ def folders(tmp_path_factory):
     write_png16(root / "synthetic" / "gen_copy.png", real[2])  # planted training image
     for i in range(30):
         write_png16(root / "heldout" / f"h{i}.png", phantom(1000 + i, SHAPE))
+    torch.manual_seed(0)  # a random AlexNet in torchvision's layout stands in for the ImageNet weights
+    torch.save({f"features.{k}": v for k, v in alexnet_features().state_dict().items()}, root / "alexnet.pth")
     return root
 
 
@@ -52,6 +56,7 @@ def test_report_has_labelled_fid_kid_patches_seams_and_flags_the_planted_copy(fo
     args += ["--train", str(folders / "real"), "--heldout", str(folders / "heldout"), "--out", str(out)]
     args += ["--extractor", "pixels", "--patches", "2", "--patch-size", "64", "--kid-subsets", "5"]
     args += ["--tile", str(TILE), "--overlap", str(OVERLAP), "--whole-size", "128"]
+    args += ["--lpips-backbone", str(folders / "alexnet.pth")]
     assert main(args) == 0
     report = json.loads(out.read_text())
     assert report["real"]["n"] == 8 and report["synthetic"]["n"] == 8
@@ -62,7 +67,7 @@ def test_report_has_labelled_fid_kid_patches_seams_and_flags_the_planted_copy(fo
     assert report["patches"]["n_real"] == report["patches"]["n_synthetic"] == 16
     seams = report["seams"]
     assert seams["synthetic"]["patch"]["mean_ratio"] > 2 * seams["real_baseline"]["patch"]["mean_ratio"]
-    assert "unavailable" in report["lpips"]
+    assert report["lpips"]["pairs"] == 16 and report["lpips"]["mean"] > 0 and report["lpips"]["backbone_sha256"]
     mem = report["memorization"]
     assert "gen_copy.png" in mem["flagged"]
     copy_pair = next(p for p in mem["pairs"] if p["generated"] == "gen_copy.png")
@@ -70,6 +75,14 @@ def test_report_has_labelled_fid_kid_patches_seams_and_flags_the_planted_copy(fo
     assert (folders / "report_memorization.png").is_file()
     table = capsys.readouterr().out
     assert "FID" in table and "not comparable" in table and "memorization" in table
+
+
+def test_fewer_than_two_images_is_bad_input(folders, tmp_path, capsys):
+    write_png16(tmp_path / "one" / "a.png", phantom(0, SHAPE))
+    args = ["evaluate", "generation", "--real", str(folders / "real"), "--synthetic", str(tmp_path / "one")]
+    args += ["--extractor", "pixels", "--out", str(tmp_path / "r.json")]
+    assert main(args) == BadInputError.exit_code
+    assert "at least 2" in capsys.readouterr().err
 
 
 def test_missing_inception_weights_exit_with_a_clear_unavailable_message(folders, capsys):

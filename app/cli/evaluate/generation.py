@@ -237,7 +237,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     real, _, real_skipped = load_folder(args.real, args.max_images, "real")
     synth, synth_names, synth_skipped = load_folder(args.synthetic, args.max_images, "synthetic")
-    extractor = _extractor(args)
+    if min(len(real), len(synth)) < 2:
+        raise BadInputError("FID/KID need at least 2 readable images in each of --real and --synthetic")
+    extractor = _extractor(args)  # weights problems surface before any long computation
+    lpips_model = _load_lpips(args.lpips_backbone)
     info = extractor.describe()
     report: dict[str, Any] = {
         "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k[0] != "_"},
@@ -272,7 +275,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.seams == "auto":
         report["seams"] = {"synthetic": _seam_summary(synth, args), "real_baseline": _seam_summary(real, args)}
 
-    report["lpips"] = _lpips(args, patches)
+    report["lpips"] = _lpips(lpips_model, patches)
 
     if args.train is not None:
         real_cache = (args.real.resolve(), real_f)  # --train is often the --real folder: extract once
@@ -281,12 +284,17 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def _lpips(args: argparse.Namespace, patches) -> dict[str, Any]:
+def _load_lpips(backbone: Path | None):
+    if backbone is None:
+        return None
     from models.metrics.lpips import load_lpips
 
-    if args.lpips_backbone is None:
+    return load_lpips(backbone)
+
+
+def _lpips(lp, patches) -> dict[str, Any]:
+    if lp is None:
         return {"unavailable": "LPIPS needs ImageNet AlexNet weights: pass --lpips-backbone alexnet-owt-*.pth"}
-    lp = load_lpips(args.lpips_backbone)
     if patches is None or not patches.real:
         return {"skipped": "no matched patch pairs", **lp.describe()}
     d = lp.distances(patches.real, patches.synthetic)
