@@ -138,3 +138,22 @@ def test_ablation_rows_compare_every_configuration_with_the_same_reference():
     rows = list(bench_unet("tiny", [1], configs, size=32, repeats=1, warmup=0, measure_peak=False))
     assert [r["config"] for r in rows] == ["reference", "+channels_last"]
     assert rows[1]["max_abs_diff_vs_reference"] < 1e-4  # fp32 layout change: rounding only
+
+
+def test_cli_flags_build_the_acceleration_they_name():
+    from app.cli.bench import _acceleration
+    from app.cli.main import build_parser
+
+    parser = build_parser("bench")
+    args = parser.parse_args(["bench", "unet", "--dtype", "bf16", "--channels-last", "--compile", "default"])
+    accel = _acceleration(args, torch.device("cpu"))
+    assert (accel.dtype, accel.channels_last, accel.compile_mode, accel.static_batches, accel.sdpa) == (
+        torch.bfloat16,
+        True,
+        "default",
+        True,
+        True,
+    )
+    args = parser.parse_args(["bench", "unet", "--optimised", "--no-compile"])
+    assert _acceleration(args, torch.device("cpu")).compile_mode is None
+    assert _acceleration(parser.parse_args(["bench", "unet"]), torch.device("cpu")) == Acceleration.reference()

@@ -37,6 +37,7 @@ def _add_acceleration(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (network weights and activations)")
     g.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     g.add_argument("--compile", dest="compile_mode", default=None, metavar="MODE", help="torch.compile mode")
+    g.add_argument("--no-compile", action="store_true", help="eager even where --optimised would compile")
     g.add_argument("--attention", choices=("sdpa", "explicit"), default=None, help="attention kernel")
     g.add_argument("--static-batches", action="store_true", help="pad batches to powers of two (for compile)")
 
@@ -62,7 +63,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=3840)
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--max-batch", type=int, default=None, help="chunk size of one model call")
+    p.add_argument("--images", type=int, default=1, help="images of one job in lock-step")
     p.add_argument("--patch", type=int, default=256)
+    p.add_argument("--overlap", type=int, default=None, help="tile overlap (default: patch / 8)")
     p.add_argument("--out", type=Path, default=None)
 
     p = sub.add_parser("steps", help="fewer steps (DPM-Solver++) vs the 150-step image: time, seams, distance")
@@ -130,6 +133,8 @@ def _acceleration(args: argparse.Namespace, device: Any) -> Any:
         changes["sdpa"] = True  # any speed-up request gets the fused attention unless told otherwise
     if args.static_batches:
         changes["static_batches"] = True
+    if args.no_compile:
+        changes["compile_mode"], changes["static_batches"] = None, False
     return Acceleration(**{**base.to_dict(), **changes})
 
 
@@ -163,7 +168,16 @@ def run(args: argparse.Namespace) -> int:
     if args.bench == "counts":
         from models.benchmarks.counts import stitching_counts
 
-        for row in stitching_counts(args.height, args.width, args.steps, max_batch=args.max_batch, patch=args.patch):
+        rows = stitching_counts(
+            args.height,
+            args.width,
+            args.steps,
+            max_batch=args.max_batch,
+            images=args.images,
+            patch=args.patch,
+            overlap=args.overlap,
+        )
+        for row in rows:
             _emit(row, args.out)
         return 0
     device = _device(args)
