@@ -153,3 +153,16 @@ def test_images_of_one_job_share_calls_and_match_one_by_one_references():
     assert cand["sequential_calls"] == one["wavefront"]["sequential_calls"]  # two images, same depth
     assert ref["sequential_calls"] == 2 * one["raster"]["sequential_calls"]
     assert rows[-1]["images"] == 2 and rows[-1]["max_abs_diff"] < FP32_IMAGE_TOL
+
+
+def test_generate_from_a_bundle_uses_its_networks_and_geometry():
+    from app.settings import DEMO_BUNDLE_DIR
+
+    rows = list(
+        bench_generate(
+            bundle=DEMO_BUNDLE_DIR / "demo-mambo", height=64, width=64, steps=1, reference=False, measure_peak=False
+        )
+    )
+    total = _total(rows, "candidate")
+    assert total["networks"].startswith("bundle demo-mambo") and total["patch"] == 64
+    assert total["model_evaluations"] == total["tiles"]  # one step: one evaluation per denoised (active) tile
