@@ -115,9 +115,3 @@ def paper_gflop_per_pass(size: int = 256, in_channels: int = 3) -> float:
     with torch.device("meta"):
         unet = build_unet("paper", in_channels, 1, sample_size=size)
     return count_forward_flops(unet, in_channels, size) / 1e9
-
-
-def reference_code_counts(steps: int = 150) -> dict[str, int]:
-    """The reference implementation's own grids at 3840 (6x6 local contexts, 18x18 patches at stride 222)."""
-    tiles = 1 + 36 + 18 * 18
-    return {"tiles": tiles, "evaluations": tiles * steps, "sequential_calls": tiles * steps}

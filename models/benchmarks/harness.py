@@ -1,8 +1,9 @@
 """Measurement harness: FLOPs per forward pass, timed passes, device peaks and peak memory.
 
-Timings on a shared machine drift with the load of other processes, so every comparison is
-measured *interleaved in one run* (reference, candidate, reference, ...) and reported as a ratio
-of medians; absolute seconds are context, ratios and counts are the result. FLOPs are counted
+Timings on a shared machine drift with the load of other processes, so comparisons run in one
+process on the same weights and inputs (U-Net calls interleaved: reference, candidate, reference,
+...), CPU rows are timed on process CPU time rather than wall time (see ``Timing.busy``), and the
+result is a ratio; absolute seconds are context, ratios and counts are the result. FLOPs are counted
 with ``torch.utils.flop_counter.FlopCounterMode`` on meta tensors (no arithmetic is done, and
 every attention kernel is counted, which CPU SDPA kernels otherwise escape).
 """
