@@ -139,6 +139,16 @@ def test_evaluate_reads_the_dualview_command_output(bundle, tmp_path, capsys):
     cc_path, _ = by_name.pairs[sorted(by_name.pairs)[0]]
     assert cc_path.name == "pair_0000_R_CC.png" and read_png(cc_path).shape == (SIZE, SIZE)
 
+    # A set against itself: identical distributions, and the generator's third-channel check carried over.
+    report = tmp_path / "self.json"
+    assert main(["evaluate", "dualview", "--real", str(out), "--synthetic", str(out), "--out", str(report)]) == 0
+    rep = json.loads(report.read_text())
+    assert rep["table2"]["iou"] == {"ks_d": 0.0, "ks_p": 1.0, "emd": 0.0}
+    assert rep["table1"]["dice"]["synthetic"]["mean_difference"] == 0.0
+    errors = [p["third_channel_error"] for p in json.loads((out / "dualview.json").read_text())["pairs"]]
+    assert rep["third_channel"]["n"] == 3 and rep["third_channel"]["max"] == max(errors)
+    assert "Third channel" in capsys.readouterr().out
+
 
 def test_evaluate_refuses_a_folder_without_pairs(tmp_path):
     (tmp_path / "empty").mkdir()

@@ -79,8 +79,12 @@ def run(args: argparse.Namespace) -> int:
         "size": args.size,
         "mask": "per view: 0.5/99.5 percentile clip, Otsu (strict >), largest component, holes filled",
         **report.to_dict(),
+        "third_channel": third_channel_summary(args.synthetic),
     }
     print(format_tables(report))
+    if result["third_channel"]:
+        tc = result["third_channel"]
+        print(f"Third channel mean |B - |R - G||: mean {tc['mean']:.4f}, max {tc['max']:.4f} over {tc['n']} samples")
     for name, d in found.items():
         if d.unpaired:
             print(f"{name}: {len(d.unpaired)} view file(s) without a partner were skipped", file=sys.stderr)
@@ -89,6 +93,23 @@ def run(args: argparse.Namespace) -> int:
         atomic_write(args.out, lambda f: f.write(text.encode()))
         print(f"report written to {args.out}")
     return 0
+
+
+def third_channel_summary(folder: Path) -> dict[str, float] | None:
+    """The generator's third-channel check, when the folder was written by `mammogen dualview`.
+
+    B is not kept in the view files (only in the raw samples), so it is read from ``dualview.json``.
+    """
+    path = Path(folder) / "dualview.json"
+    if not path.is_file():
+        return None
+    try:
+        errors = [float(p["third_channel_error"]) for p in json.loads(path.read_text())["pairs"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadInputError(f"{path} is not a `mammogen dualview` summary: {exc}") from exc
+    if not errors:
+        return None
+    return {"n": len(errors), "mean": float(np.mean(errors)), "median": float(np.median(errors)), "max": max(errors)}
 
 
 def discover_pairs(folder: Path, source: Source = "auto") -> DiscoveredPairs:
