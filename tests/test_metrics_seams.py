@@ -103,3 +103,17 @@ def test_mambo_seam_grids_give_patch_and_local_seams_inside_the_image():
 def test_no_boundary_inside_the_image_is_an_error():
     with pytest.raises(ValueError, match="no stitching boundary"):
         seam_score(_seamless(6), [], [999])
+
+
+def test_strip_means_reveal_tile_offsets_that_pixel_noise_hides():
+    rng = np.random.default_rng(7)
+    img = _seamless(7)
+    for y in STARTS:
+        for x in STARTS:
+            img[y : y + TILE, x : x + TILE] += rng.normal(0, 0.08)  # per-tile offsets ...
+    img += rng.normal(0, 0.15, img.shape)  # ... under heavy pixel noise (an undertrained model)
+    edges = tile_edges(STARTS, TILE)  # added offsets step at both edges of each overlap band
+    paper = seam_score(img, edges, edges).overall.ratio
+    banded = seam_score(img, edges, edges, band=8).overall.ratio
+    clean = seam_score(_seamless(7) + rng.normal(0, 0.15, img.shape), edges, edges, band=8).overall.ratio
+    assert paper < 1.2 and banded > 1.8 and 0.7 < clean < 1.4

@@ -37,15 +37,29 @@ class SeamScore:
         return {k: (asdict(v) if v is not None else None) for k, v in vars(self).items()}
 
 
-def _pairs(image: np.ndarray, mask: np.ndarray | None, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Squared differences between neighbours along ``axis`` (pair k = (k, k+1)) and which pairs count."""
-    d2 = np.diff(image, axis=axis) ** 2
-    if mask is None:
-        valid = np.ones(d2.shape, bool)
-    else:
-        valid = mask[:-1, :] & mask[1:, :] if axis == 0 else mask[:, :-1] & mask[:, 1:]
-    # Put the pair index on axis 0: shape (n_pairs, other).
-    return (d2, valid) if axis == 0 else (d2.T, valid.T)
+def _pairs(image: np.ndarray, mask: np.ndarray | None, axis: int, band: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Squared differences across each line k|k+1 along ``axis`` and which of them count.
+
+    ``band`` = 1: neighbouring pixels (the paper's statistic). ``band`` = w: the mean of the w pixels
+    after the line minus the mean of the w pixels before it, which keeps a tile-level offset but
+    divides pixel noise by w, so seams show even in noisy images. A difference counts only if all
+    2w pixels are inside the mask. Returned with the line index on axis 0.
+    """
+    x = image if axis == 0 else image.T
+    m = (np.ones(x.shape, bool) if mask is None else (mask if axis == 0 else mask.T)).astype(np.float64)
+    w = max(1, int(band))
+    n = x.shape[0]
+    cx = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
+    cm = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(m, axis=0)])
+    d2 = np.zeros((n - 1, x.shape[1]))
+    valid = np.zeros((n - 1, x.shape[1]), bool)
+    k = np.arange(w - 1, n - w)  # lines whose two strips fit: [k-w+1, k] and [k+1, k+w]
+    if k.size:
+        before = (cx[k + 1] - cx[k + 1 - w]) / w
+        after = (cx[k + 1 + w] - cx[k + 1]) / w
+        d2[k] = (after - before) ** 2
+        valid[k] = (cm[k + 1 + w] - cm[k + 1 - w]) == 2 * w
+    return d2, valid
 
 
 def _direction(
@@ -90,13 +104,15 @@ def seam_score(
     mask: np.ndarray | None = None,
     margin: int = 2,
     min_line_pairs: int = 32,
+    band: int = 1,
 ) -> SeamScore:
     """Boundary MSE vs interior MSE for one 2-D image and its stitching grid.
 
     ``mask`` (e.g. the breast mask) restricts both statistics to pixel pairs inside it, so the
     skin line and the black background do not count as seams or texture. Pairs within ``margin``
     pixels of a boundary are left out of the interior statistic; ``worst_line_ratio`` only considers
-    lines with at least ``min_line_pairs`` pairs inside the mask. Erode the breast mask a little
+    lines with at least ``min_line_pairs`` pairs inside the mask. ``band`` > 1 compares strip means
+    (see ``_pairs``): use it for noisy images, where pixel noise swamps a tile offset. Erode the breast mask a little
     (skin line) before passing it: a grid line running along the skin is an edge, not a seam.
     """
     img = np.asarray(image, dtype=np.float64)
@@ -104,8 +120,9 @@ def seam_score(
         raise ValueError(f"seam_score expects a 2-D image, got shape {img.shape}")
     if mask is not None and mask.shape != img.shape:
         raise ValueError(f"mask shape {mask.shape} != image shape {img.shape}")
-    rows = _direction(*_pairs(img, mask, axis=0), list(row_boundaries), margin, min_line_pairs)
-    cols = _direction(*_pairs(img, mask, axis=1), list(col_boundaries), margin, min_line_pairs)
+    margin = max(margin, band)  # interior strips must not reach a boundary
+    rows = _direction(*_pairs(img, mask, 0, band), list(row_boundaries), margin, min_line_pairs)
+    cols = _direction(*_pairs(img, mask, 1, band), list(col_boundaries), margin, min_line_pairs)
     parts = [p for p in (rows, cols) if p is not None and p.boundary_pairs > 0]
     if not parts:
         raise ValueError("no stitching boundary crosses the image (or the mask)")
