@@ -67,6 +67,7 @@ def test_report_has_labelled_fid_kid_patches_seams_and_flags_the_planted_copy(fo
     assert report["patches"]["n_real"] == report["patches"]["n_synthetic"] == 16
     seams = report["seams"]
     assert seams["synthetic"]["patch"]["mean_ratio"] > 2 * seams["real_baseline"]["patch"]["mean_ratio"]
+    assert seams["synthetic"]["patch_band8"]["mean_ratio"] > 1.5 * seams["real_baseline"]["patch_band8"]["mean_ratio"]
     assert report["lpips"]["pairs"] == 16 and report["lpips"]["mean"] > 0 and report["lpips"]["backbone_sha256"]
     mem = report["memorization"]
     assert "gen_copy.png" in mem["flagged"]
