@@ -48,7 +48,7 @@ class DemoPlan:
     geometry: MamboGeometry = field(default_factory=lambda: MamboGeometry(s=64, k=3, overlap=8))
     dualview_size: int = 64
     preset: str = "tiny"
-    steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 600))
+    steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 1000))
     batch_size: int = 8
     lr: float = 5e-4
     warmup_steps: int = 50
