@@ -25,24 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.devices import parse_dtype
 from models.errors import BadInputError
 
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-
-
-def parse_dtype(name: str | torch.dtype) -> torch.dtype:
-    """``"bfloat16"``/``"bf16"``/``torch.bfloat16`` -> ``torch.bfloat16``; unknown names are a BadInputError."""
-    if isinstance(name, torch.dtype):
-        if name not in DTYPES.values():
-            raise BadInputError(f"unsupported dtype {name}; use one of {sorted(DTYPES)}")
-        return name
-    aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
-    key = aliases.get(name.lower(), name.lower())
-    if key not in DTYPES:
-        raise BadInputError(f"unsupported dtype {name!r}; use one of {sorted(DTYPES)}")
-    return DTYPES[key]
 
 
 def dtype_name(dtype: torch.dtype) -> str:

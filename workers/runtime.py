@@ -23,19 +23,15 @@ BUNDLE_OF_MODEL = {"mambo": "mambo", "dualview": "dualview"}
 
 
 def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
+    from models.devices import resolve_device as _resolve
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(_resolve(device))
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:
-    import torch
+    from models.devices import resolve_dtype as _resolve
 
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
-    return getattr(torch, dtype)
+    return _resolve(dtype, device)
 
 
 @dataclass

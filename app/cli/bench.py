@@ -109,10 +109,9 @@ def _device(args: argparse.Namespace) -> Any:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInputError("--device cuda requested but no CUDA device is available")
-    return torch.device(name)
+    from models.devices import resolve_device
+
+    return resolve_device(args.device)
 
 
 def _acceleration(args: argparse.Namespace, device: Any) -> Any:

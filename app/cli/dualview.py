@@ -42,6 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from app.settings import get_settings
+    from models.devices import resolve_device
     from models.dualview import DualViewPipeline
     from models.errors import BadInputError, BundleNotFoundError
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             f"no dual-view bundle at {bundle}; make one with `mammogen bundle create --kind dualview --preset tiny "
             "--random --out DIR` or `mammogen train dualview ...`, and pass --bundle DIR"
         )
-    device = _device(args.device or settings.device)
+    device = resolve_device(args.device or settings.device)
     pipe = DualViewPipeline.from_bundle(bundle, device=device, dtype=args.dtype)
     lats = ["R" if i % 2 == 0 else "L" for i in range(args.count)] if args.laterality == "both" else args.laterality
     result = pipe(
@@ -121,15 +122,3 @@ def write_pairs(out: Path, result: Any, pipe: Any, formats: set[str]) -> list[di
             rec["rgb_png"] = str(write_png8(out / f"{stem}_rgb.png", result.rgb[i].transpose(1, 2, 0)))
         records.append(rec)
     return records
-
-
-def _device(name: str) -> Any:
-    import torch
-
-    from models.errors import BadInputError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInputError(f"--device {name} requested but no CUDA device is available")
-    return torch.device(name)

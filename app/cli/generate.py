@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,9 +50,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from app.cli.common import progress_printer
     from app.settings import get_settings
-    from models.acceleration import parse_dtype
     from models.bundle import load_bundle
+    from models.devices import parse_dtype, resolve_device
     from models.errors import BadInputError
     from models.imaging.files import write_npy, write_png16
     from models.mambo import MamboPipeline
@@ -117,29 +117,3 @@ def run(args: argparse.Namespace) -> int:
     }
     print(json.dumps(report))
     return 0
-
-
-def resolve_device(name: str) -> Any:
-    """'auto' -> cuda when available, else cpu; an explicit cuda without a GPU is the caller's error."""
-    import torch
-
-    from models.errors import BadInputError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInputError(f"--device {name} requested but no CUDA device is available")
-    return torch.device(name)
-
-
-def progress_printer(label: str) -> Any:
-    """Prints about every 10 % to stderr, so stdout stays one JSON line."""
-    last = [-1]
-
-    def callback(p: Any) -> None:
-        tenth = int(p.fraction * 10)
-        if tenth != last[0]:
-            last[0] = tenth
-            print(f"{label}: {p.stage} {p.fraction:.0%}", file=sys.stderr)
-
-    return callback
