@@ -52,9 +52,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from app.cli.superres import device, progress_printer, require_bundle
+    from app.cli.common import progress_printer
+    from app.cli.superres import require_bundle
     from app.settings import get_settings
     from models.anomaly import PAPER_POST, STRONG_POST, AnomalyConfig, AnomalyPipeline
+    from models.devices import resolve_device
     from models.errors import BadInputError
     from models.imaging.files import atomic_write, write_npy, write_png8, write_png16
     from models.imaging.readers import read_image
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     )
     config.validate()  # before the bundle loads: a bad option fails fast
     bundle_path = require_bundle(args.bundle or settings.bundle_path("mambo"))
-    pipe = AnomalyPipeline.from_bundle(bundle_path, device=device(args.device or settings.device))
+    pipe = AnomalyPipeline.from_bundle(bundle_path, device=resolve_device(args.device or settings.device))
     result = pipe(image, config, info=info, callback=progress_printer("anomaly-map"))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

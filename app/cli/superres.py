@@ -12,7 +12,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +38,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from app.cli.common import progress_printer
     from app.settings import get_settings
+    from models.devices import resolve_device
     from models.imaging.files import atomic_write, write_png16
     from models.imaging.readers import read_image
     from models.metrics.image_quality import bicubic_upsample
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     image, info = read_image(args.input, max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
     bundle_path = require_bundle(args.bundle or settings.bundle_path("mambo"))
-    pipe = SuperResolutionPipeline.from_bundle(bundle_path, device=device(args.device or settings.device))
+    pipe = SuperResolutionPipeline.from_bundle(bundle_path, device=resolve_device(args.device or settings.device))
     config = SuperResConfig(
         scale=args.scale,
         height=args.height,
@@ -110,28 +111,3 @@ def bundle_identity(path: Path) -> tuple[str, str]:
 
     b = load_bundle(path, verify=False)
     return f"mammogen MAMBO {b.name}", b.version or "unversioned"
-
-
-def device(name: str) -> Any:
-    import torch
-
-    from models.errors import BadInputError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInputError(f"--device {name} requested but no CUDA device is available")
-    return torch.device(name)
-
-
-def progress_printer(label: str) -> Any:
-    """A progress callback that prints about every 10 % to stderr (stdout stays one JSON line)."""
-    last = [-1]
-
-    def callback(p: Any) -> None:
-        tenth = int(p.fraction * 10)
-        if tenth != last[0]:
-            last[0] = tenth
-            print(f"{label}: {p.stage} {p.fraction:.0%}", file=sys.stderr)
-
-    return callback

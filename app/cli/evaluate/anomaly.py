@@ -199,11 +199,12 @@ def format_report(report: dict[str, Any], header: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.cli.superres import device, require_bundle
+    from app.cli.superres import require_bundle
     from app.settings import get_settings
     from models.anomaly import PAPER_POST, STRONG_POST, AnomalyConfig, AnomalyPipeline, anomaly_from_reconstructions
     from models.anomaly import prepare as prepare_input
     from models.bundle import load_bundle
+    from models.devices import resolve_device
     from models.errors import BadInputError
     from models.geometry import MamboGeometry
     from models.intensity import DEFAULT_INTENSITY
@@ -221,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         weights = "RANDOM weights" if bundle.random_weights else "trained weights"
         bundle_desc = f"{bundle.name} {bundle.version} ({weights}; s={geometry.s}, k={geometry.k})"
         if not args.oracle:
-            pipe = AnomalyPipeline.from_bundle(bundle, device=device(args.device or settings.device))
+            pipe = AnomalyPipeline.from_bundle(bundle, device=resolve_device(args.device or settings.device))
     size = tuple(args.size) if args.size else default_size(geometry, bundle)
     views = ("cc", "mlo") if args.view == "both" else (args.view,)
     test = make_cases(args.phantom_seed, args.count, size, True, views)

@@ -72,9 +72,10 @@ def format_table(table: list[dict[str, Any]], header: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from app.cli.evaluate.anomaly import trained_image_size
-    from app.cli.superres import device, require_bundle
+    from app.cli.superres import require_bundle
     from app.settings import get_settings
     from models.bundle import load_bundle
+    from models.devices import resolve_device
     from models.errors import BadInputError
     from models.metrics.image_quality import bicubic_upsample, downsample_area, psnr, ssim
     from models.superres import SuperResConfig, SuperResolutionPipeline
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("--scales must be integers >= 2 and --count >= 1")
     settings = get_settings()
     bundle = load_bundle(require_bundle(args.bundle or settings.bundle_path("mambo")))
-    pipe = SuperResolutionPipeline.from_bundle(bundle, device=device(args.device or settings.device))
+    pipe = SuperResolutionPipeline.from_bundle(bundle, device=resolve_device(args.device or settings.device))
     g = pipe.mambo.geometry
     size = tuple(args.size) if args.size else default_size(g.s, g.k, max(scales), trained_image_size(bundle))
     if size[0] % max(scales) or size[1] % max(scales):
