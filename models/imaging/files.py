@@ -71,14 +71,21 @@ def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     return atomic_write(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
 
 
+#: PIL modes whose raw array is not the visible picture, and what to convert them to.
+_CONVERT_MODES = {"1": "L", "P": "RGB", "PA": "RGB", "LA": "L", "RGBA": "RGB"}
+
+
 def read_png(path_or_bytes: str | os.PathLike[str] | bytes) -> np.ndarray:
-    """8/16-bit grayscale or RGB PNG -> float32 in [0, 1] (RGB is averaged to gray)."""
+    """8/16-bit grayscale, RGB, palette or alpha PNG/TIFF -> float32 in [0, 1] (the visible gray)."""
     src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
     try:
         with Image.open(src) as im:
             im.load()
-            arr = np.asarray(im)
-            mode = im.mode
+            # Palette indices, alpha channels and 1-bit packing are not the picture: convert first.
+            target = _CONVERT_MODES.get(im.mode)
+            pic = im.convert(target) if target else im
+            arr = np.asarray(pic)
+            mode = pic.mode
     except Exception as exc:  # PIL raises many types for broken files
         raise BadInputError(f"cannot read PNG/TIFF image: {exc}") from exc
     if arr.dtype == np.uint16 or mode.startswith("I;16"):

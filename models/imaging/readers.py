@@ -193,25 +193,9 @@ def _raster_info(data: bytes, fmt: Format, max_pixels: int | None, max_side: int
     return ImageInfo(format=fmt, height=height, width=width, bits=bits, photometric=photometric)
 
 
-#: Modes whose raw array is not the picture (palette indices, alpha channels, 1-bit packing).
-_CONVERT_MODES = {"1": "L", "P": "RGB", "PA": "RGB", "LA": "L", "RGBA": "RGB"}
-
-
 def _decode_raster(blob: bytes) -> np.ndarray:
-    """PNG/TIFF pixels through the shared 8/16-bit reader; palette/alpha/1-bit images are first
-    converted by PIL to gray or RGB (an alpha channel must not be averaged into the intensity)."""
-    try:
-        with Image.open(io.BytesIO(blob)) as im:
-            target = _CONVERT_MODES.get(im.mode)
-            if target is None:
-                return read_png(blob)
-            converted = im.convert(target)
-    except BadInputError:
-        raise
-    except Exception as exc:
-        raise BadInputError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
-    arr = np.asarray(converted, dtype=np.float32) / 255.0
-    return arr.mean(axis=-1) if arr.ndim == 3 else arr
+    """PNG/TIFF pixels through the one 8/16-bit reader (it also turns palette/alpha/1-bit into gray)."""
+    return read_png(blob)
 
 
 # ---------------------------------------------------------------------------------------------
