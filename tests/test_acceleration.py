@@ -10,17 +10,6 @@ from models.acceleration import Acceleration, PreparedUNet, bf16_is_fast, bucket
 from models.errors import BadInputError
 from models.unet import build_unet
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """On the shared 2-core machine, two OpenMP threads spin-wait on each other once other processes
-    take the cores (measured: 79 s vs 2 s for the same small generation); one thread stays fast."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # bf16 keeps 8 mantissa bits (relative step 2^-8 = 0.4 %); through ~20 layers of a random-weight
 # U-Net that compounds to a few percent of the output's RMS. fp32 rearrangements stay near 1e-5.
 BF16_TOL_REL_RMS = 0.1

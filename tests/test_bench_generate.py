@@ -10,17 +10,6 @@ from models.acceleration import Acceleration
 from models.benchmarks.counts import stitching_counts
 from models.benchmarks.generation import bench_generate, build_pipeline, load_networks
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """On the shared 2-core machine, two OpenMP threads spin-wait on each other once other processes
-    take the cores (measured: 79 s vs 2 s for the same small generation); one thread stays fast."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 H, W, S, STEPS = 96, 64, 32, 2
 # fp32 batched and single calls differ by ~1e-6 in the prediction; a few-step sampler multiplies that
 # by up to 1/sqrt(abar_999) ~ 156 when it turns the first prediction into x0, so images agree to ~1e-3.

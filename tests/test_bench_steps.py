@@ -3,18 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from models.benchmarks.steps import bench_steps, parse_setting
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Two OpenMP threads spin-wait on each other on the shared 2-core machine; one stays fast."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _rows(settings):

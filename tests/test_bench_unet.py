@@ -15,16 +15,6 @@ from models.benchmarks.unet import bench_unet
 from models.unet import build_unet
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """On the shared 2-core machine, two OpenMP threads spin-wait on each other once other processes
-    take the cores (measured: 79 s vs 2 s for the same small generation); one thread stays fast."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_meta_flop_count_equals_a_real_forward_with_explicit_attention():
     torch.manual_seed(0)
     net = prepare_unet(build_unet("tiny", 3, 1, sample_size=32), Acceleration.reference())
