@@ -87,8 +87,7 @@ def _generate_dualview(params: dict[str, Any], t0: float) -> dict[str, Any]:
 
     job, rt, progress = _start()
     pipe = rt.pipeline("dualview", DualViewPipeline.from_bundle)
-    seed = params.get("seed")
-    seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy % (2**31))
+    seed = _seed(params)
     lat = params.get("laterality", "R")
     result = pipe(
         int(params.get("count", 1)),
@@ -137,8 +136,7 @@ def _generate_mambo(params: dict[str, Any], t0: float) -> dict[str, Any]:
     job, rt, progress = _start()
     pipe = rt.pipeline("mambo", MamboPipeline.from_bundle)
     bundle = rt.bundle("mambo")
-    base_seed = params.get("seed")
-    base_seed = int(base_seed) if base_seed is not None else int(np.random.SeedSequence().entropy % (2**31))
+    base_seed = _seed(params)
     lat = params.get("laterality", "R")
     files: list[ResultFile] = []
     stats = []
@@ -198,6 +196,12 @@ def _offset_progress(progress: JobProgress, index: int, count: int, t0: float) -
     return callback
 
 
+def _seed(params: dict[str, Any]) -> int:
+    """The request's seed, or a fresh random one (recorded in the job summary, so any result can be redone)."""
+    seed = params.get("seed")
+    return int(seed) if seed is not None else int(np.random.SeedSequence().entropy % (2**31))
+
+
 # -- uploads ------------------------------------------------------------------------------------
 def _read_upload(rt: WorkerRuntime, job_id: str, params: dict[str, Any]) -> tuple[np.ndarray, Any]:
     from models.imaging.readers import read_image
@@ -215,10 +219,9 @@ def super_resolve(params: dict[str, Any]) -> dict[str, Any]:
     image, info = _read_upload(rt, job.id, params)
     pipe = rt.pipeline("mambo", SuperResolutionPipeline.from_bundle)
     bundle = rt.bundle("mambo")
-    seed = params.get("seed")
     config = SuperResConfig(
         scale=int(params["scale"]),
-        seed=int(seed) if seed is not None else int(np.random.SeedSequence().entropy % (2**31)),
+        seed=_seed(params),
         num_inference_steps=int(params["steps"]),
         sampler=params["sampler"],
         eta=float(params.get("eta", 0.0)),
@@ -267,8 +270,7 @@ def anomaly_map(params: dict[str, Any]) -> dict[str, Any]:
     image, info = _read_upload(rt, job.id, params)
     pipe = rt.pipeline("mambo", AnomalyPipeline.from_bundle)
     bundle = rt.bundle("mambo")
-    seed = params.get("seed")
-    seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy % (2**31))
+    seed = _seed(params)
     config = AnomalyConfig(
         lam=int(params["timestep"]),
         seeds=tuple(seed + i for i in range(int(params.get("repeats", 1)))),
