@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.anomaly import canonicalize_input, validate_image
+from models.anomaly_input import canonicalize_input, validate_image
 from models.bundle import Bundle
 from models.errors import BadInputError
 from models.geometry import MamboPlan

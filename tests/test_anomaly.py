@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.anomaly import PAPER_POST, AnomalyConfig, AnomalyPipeline, anomaly_from_reconstructions, prepare
+from models.anomaly import AnomalyConfig, AnomalyPipeline, anomaly_from_reconstructions
+from models.anomaly_input import prepare
+from models.anomaly_postprocess import PAPER_POST
 from models.errors import BadInputError, CancelledError
 from models.geometry import MamboGeometry
 from models.metrics.segmentation import iou

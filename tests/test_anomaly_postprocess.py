@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.anomaly import (
+from models.anomaly_postprocess import (
     PAPER_POST,
     STRONG_POST,
     binarize,

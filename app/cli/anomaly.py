@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from app.cli.common import progress_printer
     from app.cli.superres import require_bundle
     from app.settings import get_settings
-    from models.anomaly import PAPER_POST, STRONG_POST, AnomalyConfig, AnomalyPipeline
+    from models.anomaly import AnomalyConfig, AnomalyPipeline
+    from models.anomaly_postprocess import PAPER_POST, STRONG_POST
     from models.devices import resolve_device
     from models.errors import BadInputError
     from models.imaging.files import atomic_write, write_npy, write_png8, write_png16

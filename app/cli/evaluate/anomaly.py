@@ -100,7 +100,7 @@ def evaluate_cases(
     n_buckets: int,
 ) -> dict[str, Any]:
     """Every figure of the report, each carrying its threshold mode (pure: no model, no I/O)."""
-    from models.anomaly import calibrate_percentile
+    from models.anomaly_postprocess import calibrate_percentile
     from models.metrics.segmentation import (
         MODE_LABELS,
         best_dice_threshold,
@@ -201,8 +201,9 @@ def format_report(report: dict[str, Any], header: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     from app.cli.superres import require_bundle
     from app.settings import get_settings
-    from models.anomaly import PAPER_POST, STRONG_POST, AnomalyConfig, AnomalyPipeline, anomaly_from_reconstructions
-    from models.anomaly import prepare as prepare_input
+    from models.anomaly import AnomalyConfig, AnomalyPipeline, anomaly_from_reconstructions
+    from models.anomaly_input import prepare as prepare_input
+    from models.anomaly_postprocess import PAPER_POST, STRONG_POST
     from models.bundle import load_bundle
     from models.devices import resolve_device
     from models.errors import BadInputError
