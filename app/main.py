@@ -17,8 +17,9 @@ from app.api.limits import BodyLimitMiddleware
 from app.api.metrics import Metrics
 from app.api.routes import generate, health, jobs, metrics, models, results, uploads
 from app.api.state import ServiceState
+from app.api.waiting import JobWatcher
 from app.settings import Settings, get_settings
-from workers.queueing import DEFAULT_REDIS_URL, connect, make_queue
+from workers.queueing import DEFAULT_REDIS_URL, connect, connect_async, make_queue
 from workers.store import ResultStore
 from workers.submit import Submitter
 from workers.watchdog import Watchdog
@@ -39,6 +40,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         connection = connect(settings.redis_url or DEFAULT_REDIS_URL)
+        watcher = JobWatcher(
+            connect_async(settings.redis_url or DEFAULT_REDIS_URL),
+            max_waiters=settings.max_waiters,
+            max_waiters_per_client=settings.max_waiters_per_client,
+        )
+        app.state.watcher = watcher
+        app_metrics.watch_waiters(watcher)
+        await watcher.start()
         queue = make_queue(connection, settings.queue_name)
         store = ResultStore(settings.result_dir)
         submitter = Submitter(
@@ -57,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             watchdog.stop()
+            await watcher.stop()
             connection.close()
 
     app = FastAPI(

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=8192 * 8192, gt=0)
     max_image_side: int = Field(default=8192, gt=0)
     max_queue_length: int = Field(default=100, gt=0)
+    max_waiters: int = Field(default=1000, gt=0, description="Waiting requests (long-polls, streams) in all.")
+    max_waiters_per_client: int = Field(
+        default=100, gt=0, description="Waiting requests per client (API key, else address); more get 429."
+    )
 
     # Jobs.
     job_timeout_s: int = Field(default=6 * 3600, gt=0, description="Hard limit for one job.")

@@ -98,6 +98,15 @@ class QueueFullError(MammogenError):
     code = "queue_full"
 
 
+class TooManyWaitersError(MammogenError):
+    """A client (or the server) holds as many waiting requests (long-polls, streams) as allowed."""
+
+    http_status = 429
+    exit_code = 13
+    code = "too_many_waiters"
+    retry_after = 1
+
+
 class QueueUnavailableError(MammogenError):
     """The job queue (Redis) cannot be reached: nothing can be accepted or looked up, not the client's fault."""
 
@@ -134,6 +143,7 @@ ALL_ERRORS: tuple[type[MammogenError], ...] = (
     OutOfMemoryError,
     NotBuiltError,
     QueueFullError,
+    TooManyWaitersError,
     QueueUnavailableError,
     UnauthorizedError,
     JobNotFoundError,

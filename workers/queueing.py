@@ -7,6 +7,7 @@ serializer (pickle from Redis is unsafe and ties jobs to Python internals) and o
 from __future__ import annotations
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -26,6 +27,11 @@ JOB_FUNCTIONS: dict[str, str] = {
 def connect(url: str) -> Redis:
     """A Redis client with short socket timeouts so a dead server fails fast instead of hanging."""
     return Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=10.0, health_check_interval=30)
+
+
+def connect_async(url: str) -> AsyncRedis:
+    """The asyncio client of the same server, for waits that must not hold a thread (API only)."""
+    return AsyncRedis.from_url(url, socket_connect_timeout=2.0, socket_timeout=10.0, health_check_interval=30)
 
 
 def make_queue(connection: Redis, name: str) -> Queue:

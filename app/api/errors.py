@@ -10,12 +10,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from models.errors import MammogenError, QueueFullError, QueueUnavailableError, UnauthorizedError
+from models.errors import MammogenError, QueueFullError, QueueUnavailableError, TooManyWaitersError, UnauthorizedError
 
 
 def error_response(exc: MammogenError) -> JSONResponse:
     headers: dict[str, str] = {}
-    if isinstance(exc, QueueFullError):
+    if isinstance(exc, QueueFullError | TooManyWaitersError):
         headers["Retry-After"] = str(int(getattr(exc, "retry_after", 10)))
     if isinstance(exc, UnauthorizedError):
         headers["WWW-Authenticate"] = "ApiKey"

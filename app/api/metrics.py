@@ -6,8 +6,9 @@ Each app gets its own `CollectorRegistry`, so several apps (tests) never share c
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from rq import Queue
@@ -73,5 +74,12 @@ class Metrics:
         )
         self.cancelled = Counter("mammogen_jobs_cancel_requests", "DELETE /jobs requests.", registry=self.registry)
 
+        self.waiters = Gauge(
+            "mammogen_waiters", "Requests waiting for a job to change (long-polls, streams).", registry=self.registry
+        )
+
     def watch_queue(self, queue: Queue) -> None:
         self.registry.register(QueueCollector(queue))
+
+    def watch_waiters(self, watcher: Any) -> None:
+        self.waiters.set_function(lambda: watcher.waiting)

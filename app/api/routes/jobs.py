@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from rq.exceptions import InvalidJobOperation
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ApiKeyDep, MetricsDep, StateDep
 from app.api.jobview import TERMINAL, fetch_job, job_info
 from app.api.schemas import JobInfo
+from app.api.state import ServiceState
+from app.api.waiting import JobWatcher
 from workers.progress import request_cancel
 from workers.queueing import cancel_key
 
@@ -23,19 +26,36 @@ def _base(request: Request) -> str:
 
 
 @router.get("/jobs/{job_id}", response_model=JobInfo, name="get_job", summary="Job status, progress and results")
-def get_job(
+async def get_job(
     job_id: str,
     request: Request,
     state: StateDep,
-    _: ApiKeyDep,
+    principal: ApiKeyDep,
     wait: Annotated[float, Query(ge=0, le=60, description="Long-poll: wait up to this many seconds for the end.")] = 0,
 ) -> JobInfo:
-    deadline = time.monotonic() + wait
-    while True:
-        info = job_info(fetch_job(state.connection, job_id), state.connection, _base(request))
-        if info.status in TERMINAL or time.monotonic() >= deadline:
-            return info
-        time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+    """A wait parks a coroutine on the job watcher, never a thread: reads run briefly in the pool."""
+    info = await run_in_threadpool(_info, state, job_id, request)
+    if wait == 0 or info.status in TERMINAL:
+        return info
+    watcher: JobWatcher = request.app.state.watcher
+    async with watcher.admitted(principal or _address(request)):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        version = await watcher.version(job_id)
+        while not version.final:
+            changed = await watcher.next_change(job_id, version, deadline - loop.time())
+            if changed is None:
+                break
+            version = changed
+    return await run_in_threadpool(_info, state, job_id, request)
+
+
+def _info(state: ServiceState, job_id: str, request: Request) -> JobInfo:
+    return job_info(fetch_job(state.connection, job_id), state.connection, _base(request))
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 @router.delete(
