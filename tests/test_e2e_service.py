@@ -249,6 +249,11 @@ def test_running_job_is_stopped_between_steps_and_queued_job_never_runs(service)
     assert stopped_after < 10, f"cancel took {stopped_after:.1f} s"
     q = service.get(queued).json()
     assert q["status"] == "cancelled" and q["started_at"] is None
+    # a cancel is a normal outcome: one INFO line in the worker's log, no ERROR, no traceback
+    log = service.worker.log()  # type: ignore[attr-defined]
+    lines = [line for line in log.splitlines() if done["id"] in line and "cancel" in line.lower()]
+    assert len(lines) == 1 and "INFO" in lines[0], log
+    assert "Traceback" not in log and "CancelledError" not in log, log
     # the worker is still serving: a new job runs to the end
     _finish(service, service.post("/generate", json={"model": "dualview", "steps": 2}).headers["Location"])
 

@@ -136,6 +136,13 @@ class MammogenWorker(SimpleWorker):
         self.set_state(WorkerStatus.IDLE)
 
     # failures -------------------------------------------------------------------------------
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """A user's cancel is a normal outcome: one INFO line, not RQ's ERROR with a traceback."""
+        if isinstance(exc_info[1], CancelledError):
+            self.log.info("Worker %s: job %s cancelled by the user; stopped between two steps", self.name, job.id)
+            return
+        super().handle_exception(job, *exc_info)
+
     def _finalize_failure(self, job: Job, queue: Queue, execution: Execution, exc_info: ExcInfo) -> None:
         exc = exc_info[1]
         if isinstance(exc, CancelledError):
