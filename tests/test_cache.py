@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from models.imaging.dicom import generate_uid, write_mg_phantom_dicom
+from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom
 from training.cache import CachedImages, PreprocessCache
 from training.ingest import index_folder
 from training.phantoms import make_phantom_case

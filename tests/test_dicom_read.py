@@ -162,7 +162,7 @@ def test_jpeg_ls_lossless_file_decodes_identical_to_uncompressed():
 def test_14bit_mammogram_in_every_lossless_syntax_decodes_identically(tmp_path, syntax):
     """The syntaxes real MG archives use (RSNA: JPEG Lossless SV1 and JPEG 2000), transcoded by GDCM."""
     gdcm = pytest.importorskip("gdcm")
-    from models.imaging.dicom import generate_uid, write_mg_phantom_dicom
+    from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom
     from training.phantoms import make_phantom_case
 
     image = make_phantom_case(1, (96, 80), laterality="L").cc.image

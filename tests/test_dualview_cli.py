@@ -16,7 +16,7 @@ from app.cli.main import main
 from models.bundle import save_bundle
 from models.dualview import DualViewPipeline
 from models.errors import BadInputError, BundleNotFoundError
-from models.imaging.dicom import write_dualview_pair
+from models.imaging.dicom_write import write_dualview_pair
 from models.imaging.files import read_png, write_png16
 from models.intensity import DEFAULT_INTENSITY
 from models.schedulers import NOISE_SCHEDULE

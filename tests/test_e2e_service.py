@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.main import create_app
+from tests.dicom_validation import dciodvfy_bytes
 from tests.service_support import (  # noqa: F401
     WorkerProcess,
     dualview_bundle,
@@ -76,15 +75,6 @@ def _download_all(client: TestClient, info: dict) -> dict[str, bytes]:
     return out
 
 
-def _dciodvfy_errors(data: bytes, tmp: Path) -> list[str]:
-    if shutil.which("dciodvfy") is None:
-        pytest.skip("dciodvfy (dicom3tools) not installed")
-    path = tmp / "check.dcm"
-    path.write_bytes(data)
-    res = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-    return [line for line in (res.stdout + res.stderr).splitlines() if line.startswith("Error")]
-
-
 def test_readyz_sees_the_worker_and_models_lists_its_verified_bundles(service):
     r = service.get("/readyz")
     assert r.status_code == 200 and r.json()["workers"] == 1
@@ -126,7 +116,7 @@ def test_generate_dualview_pair_end_to_end_in_every_format(service, tmp_path):
     assert cc.StudyInstanceUID == mlo.StudyInstanceUID and cc.SeriesInstanceUID == mlo.SeriesInstanceUID
     assert "test-dualview" in str(cc.ContributingEquipmentSequence[0].ManufacturerModelName)
     for name in ("pair00_cc.dcm", "pair00_mlo.dcm"):
-        assert _dciodvfy_errors(files[name], tmp_path) == []
+        assert dciodvfy_bytes(files[name], tmp_path) == []
     assert info["summary"]["seeds"] == [5]
     assert info["progress"]["fraction"] == 1.0 and info["timings"]["run_s"] > 0
 
@@ -151,7 +141,7 @@ def test_generate_mambo_end_to_end_with_dicom(service, tmp_path):
     assert png.shape == (96, 64) and png.dtype == np.uint16
     ds = pydicom.dcmread(io.BytesIO(files["image00.dcm"]))
     assert (ds.Rows, ds.Columns, ds.ConversionType) == (96, 64, "SYN")
-    assert _dciodvfy_errors(files["image00.dcm"], tmp_path) == []
+    assert dciodvfy_bytes(files["image00.dcm"], tmp_path) == []
     stats = info["summary"]["stats"][0]
     assert stats["stitching"] == "wavefront" and stats["model_evaluations"] > 0
 
@@ -159,7 +149,7 @@ def test_generate_mambo_end_to_end_with_dicom(service, tmp_path):
 def _phantom_dicom(tmp: Path) -> bytes:
     from pydicom.uid import generate_uid
 
-    from models.imaging.dicom import write_mg_phantom_dicom
+    from models.imaging.dicom_write import write_mg_phantom_dicom
     from training.phantoms import make_phantom_case
 
     view = make_phantom_case(3, (96, 96), lesions=True).cc
@@ -193,7 +183,7 @@ def test_anomaly_map_of_an_uploaded_dicom_keeps_its_study_in_a_new_series(servic
     assert out.StudyInstanceUID == src.StudyInstanceUID and out.PatientID == src.PatientID
     assert out.SeriesInstanceUID != src.SeriesInstanceUID and out.SOPInstanceUID != src.SOPInstanceUID
     assert out.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
-    assert _dciodvfy_errors(files["heatmap.dcm"], tmp_path) == []
+    assert dciodvfy_bytes(files["heatmap.dcm"], tmp_path) == []
     assert info["summary"]["stats"]["lambda"] == 700
 
 
@@ -216,7 +206,7 @@ def test_super_resolve_of_an_uploaded_png_doubles_its_size(service, tmp_path):
     ds = pydicom.dcmread(io.BytesIO(files["superres.dcm"]))
     assert (ds.Rows, ds.Columns) == (96, 80) and "DERIVED" in ds.ImageType
     assert "super-resolution" in ds.DerivationDescription
-    assert _dciodvfy_errors(files["superres.dcm"], tmp_path) == []
+    assert dciodvfy_bytes(files["superres.dcm"], tmp_path) == []
     assert info["summary"]["stats"]["output_size"] == [96, 80]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from pydicom.data import get_testdata_file
 
 from app.cli.main import main
-from models.imaging.dicom import generate_uid, write_mg_phantom_dicom
+from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom
 from models.imaging.files import write_png8, write_png16
 from training.ingest import read_index
 from training.phantoms import make_phantom_case

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from models.imaging.dicom import generate_uid, write_mg_phantom_dicom, write_synthetic_dicom
+from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom, write_synthetic_dicom
 from models.imaging.orientation import Orientation, canonicalize, detect_orientation, restore, side_from_content
 from models.imaging.readers import read_image
 from training.phantoms import make_phantom_case

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.imaging.dicom import generate_uid, write_mg_phantom_dicom
+from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom
 from models.imaging.files import write_png16
 from models.intensity import IntensityMapping
 from training.phantoms import make_phantom_case

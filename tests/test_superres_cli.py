@@ -14,7 +14,7 @@ from app.cli.main import main
 from models.bundle import save_bundle
 from models.errors import BadInputError, BundleNotFoundError
 from models.geometry import MamboGeometry
-from models.imaging.dicom import write_mg_phantom_dicom
+from models.imaging.dicom_write import write_mg_phantom_dicom
 from models.imaging.files import read_png, write_png16
 from models.imaging.mask import breast_mask
 from models.imaging.orientation import side_from_content

@@ -83,7 +83,7 @@ def generate(params: dict[str, Any]) -> dict[str, Any]:
 
 def _generate_dualview(params: dict[str, Any], t0: float) -> dict[str, Any]:
     from models.dualview import DualViewPipeline
-    from models.imaging.dicom import write_dualview_pair
+    from models.imaging.dicom_write import write_dualview_pair
 
     job, rt, progress = _start()
     pipe = rt.pipeline("dualview", DualViewPipeline.from_bundle)
@@ -130,7 +130,7 @@ def _generate_dualview(params: dict[str, Any], t0: float) -> dict[str, Any]:
 
 
 def _generate_mambo(params: dict[str, Any], t0: float) -> dict[str, Any]:
-    from models.imaging.dicom import write_synthetic_dicom
+    from models.imaging.dicom_write import write_synthetic_dicom
     from models.mambo import MamboPipeline
 
     job, rt, progress = _start()
@@ -211,7 +211,7 @@ def _read_upload(rt: WorkerRuntime, job_id: str, params: dict[str, Any]) -> tupl
 
 def super_resolve(params: dict[str, Any]) -> dict[str, Any]:
     """A real low-resolution mammogram stands in for MAMBO's global (or mid) image; stages 2-3 add detail."""
-    from models.imaging.dicom import write_derived_dicom
+    from models.imaging.dicom_write import write_derived_dicom
     from models.superres import SuperResConfig, SuperResolutionPipeline
 
     t0 = time.perf_counter()
@@ -263,7 +263,7 @@ def _source_dataset(info: Any) -> Any:
 def anomaly_map(params: dict[str, Any]) -> dict[str, Any]:
     """Heat map, binary mask, overlay and healthy reconstruction of an uploaded mammogram."""
     from models.anomaly import AnomalyConfig, AnomalyPipeline
-    from models.imaging.dicom import write_derived_dicom
+    from models.imaging.dicom_write import write_derived_dicom
 
     t0 = time.perf_counter()
     job, rt, progress = _start()

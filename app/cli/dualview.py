@@ -105,7 +105,7 @@ def write_pairs(out: Path, result: Any, pipe: Any, formats: set[str]) -> list[di
             rec["cc_png"] = str(write_png16(out / f"{stem}_CC.png", cc))
             rec["mlo_png"] = str(write_png16(out / f"{stem}_MLO.png", mlo))
         if "dicom" in formats:
-            from models.imaging.dicom import write_dualview_pair
+            from models.imaging.dicom_write import write_dualview_pair
 
             cc_dcm, mlo_dcm = write_dualview_pair(
                 out,

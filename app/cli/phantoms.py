@@ -106,7 +106,7 @@ def write_phantoms(
     laterality: str | None = None,
 ) -> list[dict[str, Any]]:
     """Write ``count`` cases and the manifests; returns the manifest rows (one per view)."""
-    from models.imaging.dicom import generate_uid, write_mg_phantom_dicom
+    from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom
     from models.imaging.files import atomic_write, write_png8, write_png16
     from training.phantoms import make_phantom_case
 

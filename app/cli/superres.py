@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         "bicubic": str(write_png16(out / "bicubic.png", bicubic_upsample(image, result.image.shape))),
     }
     if getattr(info, "dataset", None) is not None:
-        from models.imaging.dicom import write_derived_dicom
+        from models.imaging.dicom_write import write_derived_dicom
 
         name, version = bundle_identity(bundle_path)
         spacing = info.pixel_spacing_mm
