@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=lambda route: route.name,
+        redirect_slashes=False,  # its redirects are absolute URLs built from the client's Host header
     )
     app.state.metrics = app_metrics
     app.state.settings = settings

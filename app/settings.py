@@ -48,6 +48,13 @@ class Settings(BaseSettings):
 
     # API.
     api_key: SecretStr | None = Field(default=None, description="If set, required as X-API-Key.")
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without the API key even when one is set (default: protected)."
+    )
+    public_base_url: str | None = Field(
+        default=None,
+        description="Base of absolute result URLs, e.g. https://mammogen.example.org; unset: relative URLs.",
+    )
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=8192 * 8192, gt=0)
     max_image_side: int = Field(default=8192, gt=0)
@@ -68,6 +75,15 @@ class Settings(BaseSettings):
         if v not in ("auto", "cpu", "mps") and not (v == "cuda" or v.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {v!r}")
         return v
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _check_base_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"public_base_url must start with http:// or https://, got {v!r}")
+        return v.rstrip("/")
 
     def bundle_path(self, kind: Literal["mambo", "dualview"]) -> Path:
         """The configured bundle for a model family, falling back to the shipped demo bundle."""

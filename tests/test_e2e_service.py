@@ -65,6 +65,7 @@ def _finish(client: TestClient, location: str, timeout: float = 120) -> dict:
 def _download_all(client: TestClient, info: dict) -> dict[str, bytes]:
     """Every result link downloads, and its bytes match the size and sha256 in the job record."""
     out = {}
+    assert info["results"] and all(link["url"].startswith(f"/jobs/{info['id']}/results/") for link in info["results"])
     for link in info["results"]:
         r = client.get(link["url"])
         assert r.status_code == 200
@@ -75,13 +76,14 @@ def _download_all(client: TestClient, info: dict) -> dict[str, bytes]:
     return out
 
 
-def test_readyz_sees_the_worker_and_models_lists_its_verified_bundles(service):
+def test_readyz_sees_the_worker_and_models_lists_its_verified_bundles(service, dualview_bundle):  # noqa: F811
     r = service.get("/readyz")
     assert r.status_code == 200 and r.json()["workers"] == 1
     models = {m["kind"]: m for m in service.get("/models").json()["models"]}
     assert models["dualview"]["loaded"] and models["dualview"]["version"] == "0.0.1"
     assert models["dualview"]["detail"]["verified"] is True
-    manifest = (models["dualview"]["path"]) + "/manifest.json"
+    assert models["dualview"]["path"] == dualview_bundle.name  # the folder name, never a server path
+    manifest = dualview_bundle / "manifest.json"
     assert models["dualview"]["detail"]["manifest_sha256"] == hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
     assert all(len(h) == 64 for h in models["dualview"]["detail"]["file_sha256"].values())
     assert models["mambo"]["loaded"] and models["mambo"]["name"] == "test-mambo"

@@ -185,3 +185,104 @@ def test_mutated_files_fail_only_with_typed_errors():
             for reader in (probe_image, read_image):
                 with contextlib.suppress(MammogenError):
                     reader(bytes(damaged))
+
+
+# TIFF layouts: everything tifffile decodes is read correctly, the rest is refused naming the layout ----------
+def _tiff(array: np.ndarray, **kwargs) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, array, **kwargs)
+    return buf.getvalue()
+
+
+def test_16bit_rgba_tiff_reads_its_16bit_values():
+    rgba = np.random.default_rng(0).integers(0, 65536, (24, 20, 4)).astype(np.uint16)
+    image, info = read_image(_tiff(rgba, photometric="rgb", extrasamples=["unassalpha"]))
+    assert (info.format, info.bits, info.photometric) == ("tiff", 16, "RGB")
+    np.testing.assert_allclose(image, rgba[..., :3].mean(axis=-1) / 65535.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_tiffs_read_in_unit_range_or_min_max_scaled(dtype):
+    unit = _gradient().astype(dtype)
+    image, info = read_image(_tiff(unit))
+    assert info.bits == np.dtype(dtype).itemsize * 8
+    np.testing.assert_allclose(image, unit, atol=1e-6)
+    raw = (unit * 3000 - 1000).astype(dtype)  # e.g. attenuation values
+    np.testing.assert_allclose(read_image(_tiff(raw))[0], unit, atol=1e-5)
+
+
+def test_non_finite_float_tiff_is_bad_input_naming_the_values():
+    data = _gradient().astype(np.float32)
+    data[3, 4], data[5, 6] = np.nan, np.inf
+    with pytest.raises(BadInputError, match="NaN or infinite"):
+        read_image(_tiff(data))
+
+
+@pytest.mark.parametrize("compression", ["lzw", "deflate", "packbits", "zstd", "jpeg"])
+def test_compressed_tiffs_are_read(compression):
+    u8 = (np.arange(64 * 48) % 251).astype(np.uint8).reshape(64, 48)
+    image, info = read_image(_tiff(u8, compression=compression))
+    atol = 0.1 if compression == "jpeg" else 1e-6
+    assert info.bits == 8
+    np.testing.assert_allclose(image, u8 / 255.0, atol=atol)
+
+
+def test_min_is_white_planar_and_palette_tiffs_read_as_their_visible_gray():
+    u16 = (np.arange(32 * 32) * 61 % 65536).astype(np.uint16).reshape(32, 32)
+    np.testing.assert_allclose(read_image(_tiff(u16, photometric="miniswhite"))[0], 1 - u16 / 65535.0, atol=1e-6)
+    rgb = np.random.default_rng(1).integers(0, 256, (3, 16, 16)).astype(np.uint8)
+    planar = read_image(_tiff(rgb, photometric="rgb", planarconfig="separate"))[0]
+    np.testing.assert_allclose(planar, rgb.mean(axis=0) / 255.0, atol=1e-6)
+    index = (np.arange(16 * 16) % 4).astype(np.uint8).reshape(16, 16)
+    colormap = np.zeros((3, 256), np.uint16)
+    colormap[:, :4] = np.array([0, 21845, 43690, 65535], np.uint16)  # a gray ramp over 4 entries
+    image = read_image(_tiff(index, photometric="palette", colormap=colormap))[0]
+    np.testing.assert_allclose(image, index / 3.0, atol=1e-6)
+
+
+def test_unsupported_tiff_layouts_are_415_naming_the_layout():
+    cmyk = np.zeros((8, 8, 4), np.uint8)
+    with pytest.raises(UnsupportedMediaError, match="SEPARATED"):
+        read_image(_tiff(cmyk, photometric="separated"))
+    with pytest.raises(UnsupportedMediaError, match="complex"):
+        read_image(_tiff(np.zeros((8, 8), np.complex64)))
+
+
+def test_unreadable_raster_errors_name_no_object_addresses():
+    for data in (b"II*\x00" + b"\x07" * 400, b"\x89PNG\r\n\x1a\n" + b"\x07" * 400):
+        with pytest.raises(BadInputError) as err:
+            read_image(data)
+        assert "0x" not in str(err.value) and "BytesIO" not in str(err.value)
+
+
+def test_png_bomb_header_is_refused_with_our_limit_before_pillow_sees_it():
+    with pytest.raises(PayloadTooLargeError, match="at most 1000000") as err:
+        probe_image(_png_header_only(30000, 30000), max_pixels=1000 * 1000, max_side=None)
+    assert "178956970" not in str(err.value)
+
+
+def test_highly_compressed_images_are_refused_as_decompression_bombs_before_decoding():
+    bomb = _png_bytes(np.zeros((2000, 2000), np.uint8))  # a few KB that decode to 4 Mpx
+    with pytest.raises(PayloadTooLargeError, match="decompression bomb"):
+        probe_image(bomb, max_pixels_per_byte=200)
+    assert probe_image(bomb).height == 2000  # the bound is opt-in: the service sets it
+    noisy = _png_bytes(np.random.default_rng(0).integers(0, 256, (1200, 1000)).astype(np.uint8))
+    assert probe_image(noisy, max_pixels_per_byte=200).width == 1000  # a real image is nowhere near
+
+
+def test_mutated_tiffs_fail_only_with_typed_errors():
+    from models.errors import MammogenError
+
+    data = _tiff((np.random.default_rng(3).random((24, 24)) * 65535).astype(np.uint16), compression="deflate")
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        damaged = bytearray(data)
+        if trial % 2:
+            damaged = damaged[: int(rng.integers(1, len(damaged)))]
+        for _ in range(int(rng.integers(1, 8))):
+            damaged[int(rng.integers(0, len(damaged)))] = int(rng.integers(0, 256))
+        for reader in (probe_image, read_image):
+            with contextlib.suppress(MammogenError):
+                reader(bytes(damaged))

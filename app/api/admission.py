@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import Request, Response
 
 from app.api.jobview import fetch_job, public_status
+from app.api.public import bundle_label, without_server_paths
 from app.api.schemas import JobAccepted
 from app.api.state import ServiceState
 from models.errors import BadInputError, BundleNotFoundError, PayloadTooLargeError
@@ -19,14 +20,18 @@ def ensure_model_available(state: ServiceState, bundle_kind: str) -> None:
     """503 naming the bundle when no live worker has it loaded (or, with no worker yet, it is not on disk)."""
     workers = live_workers(state.connection, state.queue.name)
     if workers:
-        infos = [w.get("bundles", {}).get(bundle_kind) for w in workers]
-        if any(i and i.get("loaded") for i in infos):
+        infos = [i for w in workers if (i := (w.get("bundles") or {}).get(bundle_kind))]
+        if any(i.get("loaded") for i in infos):
             return
-        reasons = sorted({f"{i.get('path')}: {i.get('error')}" for i in infos if i}) or ["not configured"]
+        reasons = sorted({_unloaded_reason(i) for i in infos}) or ["not configured"]
         raise BundleNotFoundError(f"no worker has the {bundle_kind} bundle loaded ({'; '.join(reasons)})")
     path = state.settings.bundle_path(bundle_kind)  # type: ignore[arg-type]
     if not (path / "manifest.json").is_file():
-        raise BundleNotFoundError(f"the {bundle_kind} bundle is missing: no manifest.json in {path}")
+        raise BundleNotFoundError(f"the {bundle_kind} bundle is missing: no manifest.json in {bundle_label(path)}")
+
+
+def _unloaded_reason(info: dict[str, Any]) -> str:
+    return f"{bundle_label(info.get('path'))}: {without_server_paths(str(info.get('error')), info.get('path'))}"
 
 
 def check_output_size(state: ServiceState, height: int | None, width: int | None, factor: int = 1) -> None:

@@ -68,6 +68,20 @@ def require_api_key(
 
 
 ApiKeyDep = Annotated[str, Depends(require_api_key)]
+
+
+def require_metrics_access(
+    settings: SettingsDep,
+    x_api_key: Annotated[
+        str | None, Header(description="Required when a key is set, unless metrics are public.")
+    ] = None,
+) -> None:
+    """/metrics reveals load and job counts: behind the key when one is set, unless `metrics_public`."""
+    if not settings.metrics_public:
+        require_api_key(settings, x_api_key)
+
+
+MetricsAccessDep = Annotated[None, Depends(require_metrics_access)]
 IdempotencyKeyDep = Annotated[
     str | None,
     Header(

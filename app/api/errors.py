@@ -6,7 +6,11 @@ CLI and the job records agree on what each failure means.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
@@ -37,6 +41,27 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     return error_response(QueueUnavailableError(f"the job queue (Redis) is unreachable: {type(exc).__name__}"))
 
 
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 (``loc``, ``msg``, ``type``), echoing the input only when it is a plain value:
+    the default echoes whole objects, for a multipart form the upload's internals."""
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for e in exc.errors():
+        item: dict[str, Any] = {k: e[k] for k in ("type", "loc", "msg") if k in e}
+        if _plain(e.get("input")):
+            item["input"] = e.get("input")
+        ctx = {k: v for k, v in (e.get("ctx") or {}).items() if _plain(v)}
+        if ctx:
+            item["ctx"] = ctx
+        errors.append(item)
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) <= 200)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MammogenError, _handle)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(RedisError, _redis_down)

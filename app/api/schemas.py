@@ -186,7 +186,7 @@ class JobAccepted(BaseModel):
 
 class ModelInfo(BaseModel):
     kind: str
-    path: str | None = None
+    path: str | None = Field(default=None, description="The bundle's folder name (never a server path).")
     loaded: bool
     name: str | None = None
     version: str | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from typing import Any, BinaryIO, Literal
 
 import numpy as np
@@ -171,6 +172,22 @@ def _voi_output_range(ds: Dataset, index: int) -> tuple[float, float] | None:
     return None
 
 
+def _decode_error(ds: Dataset, exc: BaseException) -> BadInputError:
+    """What a client may read about a decoder failure: the syntax and the reason, not the plugin list."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = UID(str(meta.get("TransferSyntaxUID", ImplicitVRLittleEndian) if meta is not None else ""))
+    name = syntax.name if syntax.is_transfer_syntax else "an unknown transfer syntax"
+    unsupported = re.search(r"does not support (.+)$", str(exc), re.MULTILINE)
+    if unsupported:  # every installed plugin declined this layout
+        return UnsupportedMediaError(
+            f"DICOM pixel data in {name} cannot be decoded here ({unsupported.group(1)} is not supported); "
+            "convert the file to an uncompressed or JPEG 2000 syntax"
+        )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    reason = "the encoded data is damaged" if "plugin" in first else re.sub(r" at 0x[0-9a-fA-F]+", "", first)
+    return BadInputError(f"cannot decode the DICOM pixel data ({name}): {reason}")
+
+
 def dataset_to_image(ds: Dataset, *, apply_voi: bool = True, voi_index: int = 0) -> np.ndarray:
     """Decode the pixels of a parsed dataset into float32 [0, 1], MONOCHROME2 (bright = dense).
 
@@ -184,7 +201,7 @@ def dataset_to_image(ds: Dataset, *, apply_voi: bool = True, voi_index: int = 0)
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # corrupt codestreams; Rust plugins (pylibjpeg-rle) panic as BaseException
-        raise BadInputError(f"cannot decode DICOM pixel data: {type(exc).__name__}: {exc}") from exc
+        raise _decode_error(ds, exc) from exc
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if raw.ndim == 3:  # colour secondary captures: decoded to RGB by pydicom; use luminance
         if not photometric.startswith("MONOCHROME"):

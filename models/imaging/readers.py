@@ -1,15 +1,20 @@
-"""One entry point for every image a user hands us: DICOM, 8/16-bit PNG and TIFF, sniffed by content.
+"""One entry point for every image a user hands us: DICOM, PNG and TIFF, sniffed by content.
 
 Extensions lie (``.dcm`` PNGs, extension-less PACS exports), so the format is decided from the first
 bytes only. Bad input fails with a typed error before any expensive work: ``probe_image`` checks the
-header and the dimensions without decoding pixels (the API calls it before queueing a job), and
-``read_image`` runs the same checks before it decodes.
+header, the dimensions and (opt-in) the expansion ratio of a compressed file without decoding pixels
+(the API calls it before queueing a job), and ``read_image`` runs the same checks before it decodes.
+PNG goes through Pillow (every bit depth and colour type; 16-bit colour is read at 8 bits); TIFF
+through tifffile + imagecodecs (every sample type, planar layout and compression they decode);
+what neither reads is refused with an UnsupportedMediaError that names the layout.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -29,6 +34,7 @@ from models.imaging.dicom import (
     view_of,
 )
 from models.imaging.files import read_png
+from models.intensity import from_uint16
 
 Format = Literal["dicom", "png", "tiff"]
 
@@ -166,36 +172,160 @@ def dicom_info(ds: Dataset) -> ImageInfo:
 
 
 # PNG / TIFF ----------------------------------------------------------------------------------
-_MODE_BITS = {"1": 1, "L": 8, "LA": 8, "P": 8, "RGB": 8, "RGBA": 8, "I;16": 16, "I;16B": 16, "I;16L": 16}
+#: PNG colour types (IHDR) -> (photometric, samples).
+_PNG_COLOR = {0: ("MONOCHROME2", 1), 2: ("RGB", 3), 3: ("PALETTE COLOR", 1), 4: ("MONOCHROME2", 2), 6: ("RGB", 4)}
+#: TIFF photometric interpretations we turn into gray (the rest is refused, naming it).
+_TIFF_PHOTOMETRIC = {"MINISBLACK": "MONOCHROME2", "MINISWHITE": "MONOCHROME1", "RGB": "RGB", "PALETTE": "PALETTE COLOR"}
+_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
-def _raster_info(data: bytes, fmt: Format, max_pixels: int | None, max_side: int | None) -> ImageInfo:
+def _reason(exc: BaseException) -> str:
+    """An exception as a client may read it: no object reprs (memory addresses) from the decoder."""
+    return f"{type(exc).__name__}: {_ADDRESS.sub('the upload', str(exc))}"
+
+
+def _png_info(blob: bytes) -> ImageInfo:
+    """Size, depth and colour type from the IHDR chunk: Pillow never sees a header we refuse."""
+    if len(blob) < 33 or blob[12:16] != b"IHDR":
+        raise BadInputError("cannot read PNG image: the IHDR header chunk is missing or cut")
+    width, height, depth, color = struct.unpack(">IIBB", blob[16:26])
+    if color not in _PNG_COLOR or depth not in (1, 2, 4, 8, 16):
+        raise BadInputError(f"cannot read PNG image: invalid IHDR (bit depth {depth}, colour type {color})")
+    photometric, _ = _PNG_COLOR[color]
+    return ImageInfo(format="png", height=height, width=width, bits=depth, photometric=photometric)
+
+
+def _tiff_page(tif: Any) -> Any:
+    if len(tif.pages) != 1:
+        raise BadInputError(f"multi-page TIFF ({len(tif.pages)} pages) is not supported: give one image")
+    return tif.pages.first
+
+
+def _tiff_layout(page: Any) -> tuple[str, str]:
+    """(our photometric, a readable layout name), or UnsupportedMediaError naming what is not read."""
+    photometric = getattr(page.photometric, "name", str(page.photometric))
+    dtype = np.dtype(page.dtype) if page.dtype is not None else None
+    layout = f"{page.bitspersample}-bit {photometric} with {page.samplesperpixel} sample(s), {page.compression.name}"
+    if dtype is None or dtype.kind not in "biuf":
+        kind = "complex" if dtype is not None and dtype.kind == "c" else "unknown"
+        raise UnsupportedMediaError(f"TIFF layout not supported: {kind} samples ({layout})")
+    if photometric not in _TIFF_PHOTOMETRIC:
+        raise UnsupportedMediaError(f"TIFF layout not supported: photometric {photometric} ({layout})")
+    colour = 3 if photometric == "RGB" else 1
+    if page.samplesperpixel - colour > 1 or page.samplesperpixel < colour:
+        raise UnsupportedMediaError(f"TIFF layout not supported: {layout}")
+    return _TIFF_PHOTOMETRIC[photometric], layout
+
+
+def _tiff_info(blob: bytes) -> ImageInfo:
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(blob)) as tif:
+        page = _tiff_page(tif)
+        photometric, _ = _tiff_layout(page)
+        height, width = int(page.imagelength), int(page.imagewidth)
+        bits = int(page.bitspersample)
+    return ImageInfo(format="tiff", height=height, width=width, bits=bits, photometric=photometric)
+
+
+def _raster_info(
+    data: bytes,
+    fmt: Format,
+    max_pixels: int | None,
+    max_side: int | None,
+    max_pixels_per_byte: float | None = None,
+) -> ImageInfo:
+    """Header only (nothing inflated): dimensions, depth, layout, and the bounds checked on them."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
-            mode = im.mode
-            frames = int(getattr(im, "n_frames", 1) or 1)
-            _check_dims(height, width, max_pixels, max_side)
-            if fmt == "png":
-                im.verify()  # chunk CRCs and structure, without inflating the pixels
-    except (PayloadTooLargeError, BadInputError):
+        info = _png_info(data) if fmt == "png" else _tiff_info(data)
+    except (BadInputError, MemoryError):
         raise
-    except Image.DecompressionBombError as exc:
-        raise PayloadTooLargeError(f"image too large: {exc}") from exc
     except Exception as exc:
-        raise BadInputError(f"cannot read {fmt.upper()} image: {type(exc).__name__}: {exc}") from exc
-    if frames != 1:
-        raise BadInputError(f"multi-page {fmt.upper()} ({frames} pages) is not supported: give one image")
-    if mode not in _MODE_BITS and mode not in ("I", "F"):
-        raise UnsupportedMediaError(f"{fmt.upper()} pixel mode {mode!r} is not supported")
-    bits = _MODE_BITS.get(mode, 32)
-    photometric = "RGB" if mode in ("RGB", "RGBA", "P") else "MONOCHROME2"
-    return ImageInfo(format=fmt, height=height, width=width, bits=bits, photometric=photometric)
+        raise BadInputError(f"cannot read {fmt.upper()} image: {_reason(exc)}") from exc
+    _check_dims(info.height, info.width, max_pixels, max_side)
+    _check_expansion(info, len(data), max_pixels_per_byte)
+    if fmt == "png":
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.verify()  # chunk CRCs and structure, without inflating the pixels
+        except Exception as exc:
+            raise BadInputError(f"cannot read PNG image: {_reason(exc)}") from exc
+    return info
 
 
-def _decode_raster(blob: bytes) -> np.ndarray:
-    """PNG/TIFF pixels through the one 8/16-bit reader (it also turns palette/alpha/1-bit into gray)."""
-    return read_png(blob)
+#: Below this many pixels an image cannot be a memory threat, whatever it compresses to.
+_BOMB_FLOOR_PIXELS = 1 << 20
+
+
+def _check_expansion(info: ImageInfo, nbytes: int, max_pixels_per_byte: float | None) -> None:
+    """A decompression bomb is a tiny file that decodes to a huge image: refuse it from the header."""
+    pixels = info.height * info.width
+    if max_pixels_per_byte is None or pixels < _BOMB_FLOOR_PIXELS:
+        return
+    ratio = pixels / max(1, nbytes)
+    if ratio > max_pixels_per_byte:
+        raise PayloadTooLargeError(
+            f"refused as a decompression bomb: a {nbytes}-byte {info.format.upper()} file that decodes to "
+            f"{info.height}x{info.width} pixels ({ratio:.0f} pixels per byte; at most {max_pixels_per_byte:g} allowed)"
+        )
+
+
+def _decode_tiff(blob: bytes) -> np.ndarray:
+    """Every TIFF layout tifffile decodes -> float32 [0, 1] gray (MONOCHROME2)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(blob)) as tif:
+            page = _tiff_page(tif)
+            photometric, layout = _tiff_layout(page)
+            arr = page.asarray()
+            axes = page.axes
+            colormap = page.colormap
+    except (BadInputError, MemoryError):
+        raise
+    except Exception as exc:
+        raise BadInputError(f"cannot decode TIFF image: {_reason(exc)}") from exc
+    if "S" in axes:  # samples last, whatever the planar configuration
+        arr = np.moveaxis(arr, axes.index("S"), -1)
+    if photometric == "PALETTE COLOR":
+        if colormap is None:
+            raise BadInputError("palette TIFF without a colour map")
+        arr = np.moveaxis(np.asarray(colormap)[:, arr], 0, -1)  # indices -> RGB (16-bit entries)
+    elif arr.ndim == 3:
+        arr = arr[..., :3] if photometric in ("RGB", "PALETTE COLOR") else arr[..., 0]  # drop alpha
+    gray = _unit_range(arr, layout)
+    if gray.ndim == 3:
+        gray = gray.mean(axis=-1)
+    return 1.0 - gray if photometric == "MONOCHROME1" else gray
+
+
+def _unit_range(arr: np.ndarray, layout: str) -> np.ndarray:
+    """Samples -> [0, 1]: by bit depth for 1/8/16-bit unsigned; floats in [0, 1] as they are; other
+    ranges (signed, 32-bit, floats like attenuation values) min-max scaled."""
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if arr.dtype == np.uint16:
+        return from_uint16(arr)
+    values = arr.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise BadInputError(f"TIFF ({layout}) holds {int((~finite).sum())} NaN or infinite values")
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if arr.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+        return values.astype(np.float32)
+    return ((values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)).astype(np.float32)
+
+
+def _decode_raster(blob: bytes, fmt: Format) -> np.ndarray:
+    """PNG through the one 8/16-bit reader (it also turns palette/alpha/1-bit into gray); TIFF through tifffile."""
+    if fmt == "tiff":
+        return _decode_tiff(blob)
+    try:
+        return read_png(blob)
+    except BadInputError as exc:
+        raise BadInputError(_ADDRESS.sub("the upload", exc.message)) from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,6 +346,7 @@ def probe_image(
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_side: int | None = DEFAULT_MAX_SIDE,
+    max_pixels_per_byte: float | None = None,
 ) -> ImageInfo:
     """Validate format, header and dimensions without decoding the pixels.
 
@@ -228,9 +359,11 @@ def probe_image(
         with _dicom_errors():
             ds = parse_dataset(bytes(data) if isinstance(data, bytearray) else data, defer_size=_DEFER_BYTES)
             check_pixel_header(ds, max_pixels=max_pixels, max_side=max_side, file_size=size)
-            return dicom_info(ds)
+            info = dicom_info(ds)
+        _check_expansion(info, size, max_pixels_per_byte)
+        return info
     blob = data if isinstance(data, bytes | bytearray) else Path(data).read_bytes()
-    return _raster_info(bytes(blob), fmt, max_pixels, max_side)
+    return _raster_info(bytes(blob), fmt, max_pixels, max_side, max_pixels_per_byte)
 
 
 def read_image(
@@ -238,6 +371,7 @@ def read_image(
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_side: int | None = DEFAULT_MAX_SIDE,
+    max_pixels_per_byte: float | None = None,
     apply_voi: bool = True,
 ) -> tuple[np.ndarray, ImageInfo]:
     """Decode an image to float32 [0, 1] (H x W, MONOCHROME2: bright tissue on dark) and its info.
@@ -254,11 +388,13 @@ def read_image(
         with _dicom_errors():
             ds = parse_dataset(source)
             check_pixel_header(ds, max_pixels=max_pixels, max_side=max_side)
+            size = len(source) if isinstance(source, bytes | bytearray) else Path(source).stat().st_size
+            _check_expansion(dicom_info(ds), size, max_pixels_per_byte)
             image = dataset_to_image(ds, apply_voi=apply_voi)
             return image, dicom_info(ds)
     blob = bytes(source) if isinstance(source, bytes | bytearray) else Path(source).read_bytes()
-    info = _raster_info(blob, fmt, max_pixels, max_side)
-    image = _decode_raster(blob)
+    info = _raster_info(blob, fmt, max_pixels, max_side, max_pixels_per_byte)
+    image = _decode_raster(blob, fmt)
     if image.shape != (info.height, info.width):
         raise BadInputError(f"decoded image has shape {image.shape}, header says {info.height}x{info.width}")
     return np.ascontiguousarray(image, dtype=np.float32), info

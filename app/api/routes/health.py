@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -9,6 +11,7 @@ from app.api.deps import StateDep
 from app.api.schemas import Health
 from workers.watchdog import live_workers
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
@@ -28,8 +31,9 @@ def readyz(state: StateDep) -> Health | JSONResponse:
     try:
         state.connection.ping()
         workers = len(live_workers(state.connection, state.queue.name))
-    except Exception as exc:
-        body = Health(status="unavailable", redis=False, queue=state.queue.name, detail=f"Redis: {exc}")
+    except Exception as exc:  # the address and the driver's words go to the log, not to an unauthenticated probe
+        log.warning("readiness: Redis unreachable: %s", exc)
+        body = Health(status="unavailable", redis=False, queue=state.queue.name, detail="Redis unreachable")
         return JSONResponse(body.model_dump(), status_code=503)
     if workers == 0:
         body = Health(status="unavailable", redis=True, workers=0, queue=state.queue.name, detail="no live worker")

@@ -22,7 +22,8 @@ router = APIRouter(tags=["jobs"])
 
 
 def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
+    """Result URLs are relative, or absolute from the configured public base: never from the Host header."""
+    return request.app.state.settings.public_base_url or ""
 
 
 @router.get("/jobs/{job_id}", response_model=JobInfo, name="get_job", summary="Job status, progress and results")

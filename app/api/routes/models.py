@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import ApiKeyDep, StateDep
+from app.api.public import bundle_label, without_server_paths
 from app.api.schemas import ModelInfo, ModelsInfo
 from models.errors import MammogenError
 from workers.watchdog import live_workers
@@ -20,9 +21,11 @@ def list_models(state: StateDep, _: ApiKeyDep) -> ModelsInfo:
             key = (kind, b.get("name"), b.get("version"), bool(b.get("loaded")))
             if key not in by_key:
                 detail = {k: v for k, v in b.items() if k not in ("name", "version", "loaded", "path", "kind")}
+                if isinstance(detail.get("error"), str):
+                    detail["error"] = without_server_paths(detail["error"], b.get("path"))
                 by_key[key] = ModelInfo(
                     kind=kind,
-                    path=b.get("path"),
+                    path=bundle_label(b.get("path")),
                     loaded=bool(b.get("loaded")),
                     name=b.get("name"),
                     version=b.get("version"),
@@ -42,7 +45,7 @@ def list_models(state: StateDep, _: ApiKeyDep) -> ModelsInfo:
             out.append(
                 ModelInfo(
                     kind=kind,
-                    path=str(path),
+                    path=bundle_label(path),
                     loaded=False,
                     name=b.name,
                     version=b.version,
@@ -50,5 +53,6 @@ def list_models(state: StateDep, _: ApiKeyDep) -> ModelsInfo:
                 )
             )
         except MammogenError as exc:
-            out.append(ModelInfo(kind=kind, path=str(path), loaded=False, detail={"error": exc.message}))
+            error = without_server_paths(exc.message, path)
+            out.append(ModelInfo(kind=kind, path=bundle_label(path), loaded=False, detail={"error": error}))
     return ModelsInfo(models=out)
