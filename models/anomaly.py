@@ -33,7 +33,8 @@ from models.anomaly_postprocess import (
 from models.bundle import Bundle, load_bundle
 from models.errors import BadInputError, BundleIntegrityError
 from models.geometry import MamboGeometry, area_downsample, crop, patch_conditioning, to_canvas
-from models.intensity import DEFAULT_INTENSITY, IntensityMapping
+from models.intensity import IntensityMapping
+from models.preprocess import DEFAULT_PREPROCESS, PreprocessConfig
 from models.progress import CancelFn, ProgressFn, Reporter
 from models.sampling import CallStats, SamplerSpec, denoise, start_index_for_timestep, tile_generator, unet_predictor
 from models.schedulers import NOISE_SCHEDULE
@@ -178,12 +179,12 @@ class AnomalyPipeline:
         patch_unet: UNet2DModel | None = None,
         schedule: dict[str, Any] | None = None,
         geometry: MamboGeometry | None = None,
-        intensity: IntensityMapping = DEFAULT_INTENSITY,
+        preprocess: PreprocessConfig = DEFAULT_PREPROCESS,
     ) -> None:
         self.global_unet, self.patch_unet = global_unet, patch_unet
         self.schedule = dict(schedule or NOISE_SCHEDULE)
         self.geometry = geometry or MamboGeometry()
-        self.intensity = intensity
+        self.preprocess = preprocess
 
     @classmethod
     def from_bundle(
@@ -200,7 +201,7 @@ class AnomalyPipeline:
             b.load_network("patch", device, dtype),
             schedule=b.schedule,
             geometry=MamboGeometry.from_dict(b.geometry),
-            intensity=b.intensity,
+            preprocess=b.preprocess,
         )
 
     @property
@@ -222,8 +223,8 @@ class AnomalyPipeline:
         """
         t0 = time.perf_counter()
         config.validate()
-        # 1. preprocess as in training: breast mask, breast facing left, intensity mapping, global image
-        prep = prepare(image, self.geometry, self.intensity, info=info)
+        # 1. preprocess with the chain the bundle was trained on, then build the global image
+        prep = prepare(image, self.geometry, self.preprocess, info=info)
         reporter = Reporter(callback, cancel, stage_weights={"anomaly": 1.0})
         reporter.check_cancel()
         calls = CallStats()

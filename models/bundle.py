@@ -1,8 +1,9 @@
 """Checkpoint bundles: a folder with ``manifest.json`` + one diffusers ``save_pretrained`` folder per network.
 
 The manifest is the contract between training and serving: it records the geometry, intensity
-mapping and noise schedule the networks were trained with and the sha256 of every file, so a
-worker refuses a bundle that was altered or half-copied instead of serving garbage.
+mapping, preprocessing chain and noise schedule the networks were trained with and the sha256 of
+every file, so a worker refuses a bundle that was altered or half-copied instead of serving garbage,
+and prepares real inputs exactly as the training images were prepared.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from diffusers import UNet2DModel
 from models.errors import BundleIntegrityError, BundleNotFoundError
 from models.imaging.files import atomic_write, sha256_file
 from models.intensity import IntensityMapping
+from models.preprocess import PreprocessConfig
 
 BundleKind = Literal["mambo", "dualview"]
 FORMAT = "mammogen-bundle"
@@ -53,11 +55,19 @@ def save_bundle(
     description: str = "",
     extra: dict[str, Any] | None = None,
     intended_use: str = DEFAULT_INTENDED_USE,
+    preprocess: PreprocessConfig | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write a bundle atomically (built in a temp folder next to ``out_dir``, then renamed into place)."""
+    """Write a bundle atomically (built in a temp folder next to ``out_dir``, then renamed into place).
+
+    ``preprocess``: the chain the training images went through (default: the default chain with
+    ``intensity``); its intensity mapping must be ``intensity``.
+    """
     out = Path(out_dir)
     _check_networks(kind, set(networks))
+    preprocess = preprocess or PreprocessConfig(intensity=intensity)
+    if preprocess.intensity != intensity:
+        raise ValueError("the preprocessing config's intensity mapping differs from the bundle's")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +99,7 @@ def save_bundle(
             "training": training,
             "geometry": geometry,
             "intensity": intensity.to_dict(),
+            "preprocess": preprocess.to_dict(),
             "schedule": schedule,
             "networks": net_info,
             "files": files,
@@ -139,6 +150,15 @@ class Bundle:
         return IntensityMapping.from_dict(self.manifest["intensity"])
 
     @property
+    def preprocess(self) -> PreprocessConfig:
+        """How real inputs are prepared for these networks: the manifest's record of training, or (bundles
+        written before it was recorded) the default chain with the bundle's intensity mapping."""
+        recorded = self.manifest.get("preprocess")
+        if recorded is None:
+            return PreprocessConfig(intensity=self.intensity)
+        return PreprocessConfig.from_dict(recorded)
+
+    @property
     def random_weights(self) -> bool:
         return bool(self.manifest["random_weights"])
 
@@ -182,6 +202,7 @@ class Bundle:
             "intended_use": m["intended_use"],
             "verified": self.verified,
             "geometry": m["geometry"],
+            "preprocess": self.preprocess.to_dict(),
             "schedule": m["schedule"],
             "networks": {
                 k: {kk: v[kk] for kk in ("in_channels", "out_channels", "sample_size", "parameters")}
@@ -225,6 +246,11 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     except ValueError as exc:
         raise BundleIntegrityError(f"bundle {root}: {exc}") from exc
     bundle = Bundle(path=root, manifest=manifest)
+    try:
+        if bundle.preprocess.intensity != bundle.intensity:
+            raise ValueError("its preprocessing and intensity records disagree")
+    except (TypeError, ValueError) as exc:
+        raise BundleIntegrityError(f"bundle {root}: unusable preprocessing record ({exc})") from exc
     if verify:
         bundle.verify()
     return bundle

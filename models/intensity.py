@@ -22,7 +22,8 @@ class IntensityMapping:
 
     raw_window: ``minmax`` (the paper: min-max to [0, 1]), ``percentile`` (clip at lo/hi
     percentiles of the breast region first: robust to burned-in labels and hot pixels), or
-    ``bits`` (divide by 2**bits_stored - 1; keeps absolute intensities across images).
+    ``bits`` (keep the reader's scaling by the stored bit depth, 2**bits_stored - 1 -> 1: absolute
+    intensities across images; the readers do that division, nobody else).
     """
 
     raw_window: RawWindow = "minmax"
@@ -31,15 +32,12 @@ class IntensityMapping:
     version: int = 1
 
     # raw -> image range ---------------------------------------------------------------
-    def normalize_raw(
-        self, raw: np.ndarray, mask: np.ndarray | None = None, bits_stored: int | None = None
-    ) -> np.ndarray:
-        """Map raw pixel values (any dtype, already MONOCHROME2) to float32 in [0, 1]."""
+    def normalize_raw(self, raw: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Map decoded pixel values (already MONOCHROME2) to float32 in [0, 1]; 0 outside ``mask``."""
         arr = np.asarray(raw, dtype=np.float32)
         if self.raw_window == "bits":
-            if bits_stored is None:
-                raise ValueError("raw_window='bits' needs bits_stored")
-            return np.clip(arr / float(2**bits_stored - 1), 0.0, 1.0)
+            out = np.clip(arr, 0.0, 1.0)
+            return out if mask is None else np.where(mask, out, 0.0).astype(np.float32)
         region = arr[mask] if mask is not None and mask.any() else arr
         if self.raw_window == "percentile":
             lo, hi = np.percentile(region, [self.lo_percentile, self.hi_percentile])

@@ -33,7 +33,8 @@ from models.geometry import (
     to_canvas,
 )
 from models.imaging.mask import breast_mask
-from models.intensity import DEFAULT_INTENSITY, IntensityMapping
+from models.intensity import IntensityMapping
+from models.preprocess import DEFAULT_PREPROCESS, PreprocessConfig
 from models.progress import CancelFn, ProgressFn, Reporter
 from models.sampling import CallStats, SamplerSpec, denoise, tile_generator, unet_predictor
 from models.schedulers import NOISE_SCHEDULE
@@ -105,7 +106,7 @@ class MamboPipeline:
         patch_unet: UNet2DModel,
         schedule: dict[str, Any] | None = None,
         geometry: MamboGeometry | None = None,
-        intensity: IntensityMapping = DEFAULT_INTENSITY,
+        preprocess: PreprocessConfig = DEFAULT_PREPROCESS,
         *,
         native_size: tuple[int, int] | None = None,
         max_side: int = DEFAULT_MAX_SIDE,
@@ -113,7 +114,7 @@ class MamboPipeline:
         self.global_unet, self.local_unet, self.patch_unet = global_unet, local_unet, patch_unet
         self.schedule = dict(schedule or NOISE_SCHEDULE)
         self.geometry = geometry or MamboGeometry()
-        self.intensity = intensity
+        self.preprocess = preprocess  # how real inputs (super-resolution) are prepared for these networks
         g = self.geometry
         self.native_size = native_size or (g.k * g.s, g.k * g.s)
         self.max_side = max_side
@@ -141,7 +142,7 @@ class MamboPipeline:
             *(b.load_network(n, device, dtype) for n in STAGES),
             schedule=b.schedule,
             geometry=MamboGeometry.from_dict(b.geometry),
-            intensity=b.intensity,
+            preprocess=b.preprocess,
             native_size=tuple(native) if native else None,
             max_side=max_side,
         )
@@ -408,10 +409,10 @@ class MamboPipeline:
             raise BadInputError(f"{name} must be {shape[0]}x{shape[1]}, got {tuple(t.shape)}")
         if not torch.isfinite(t).all():
             raise BadInputError(f"{name} contains NaN or infinite values")
-        return self.intensity.to_model(t.clamp(0.0, 1.0)).to(self.device)
+        return IntensityMapping.to_model(t.clamp(0.0, 1.0)).to(self.device)
 
     def _to_image(self, x: torch.Tensor) -> np.ndarray:
-        return self.intensity.from_model(x.float()).cpu().numpy().astype(np.float32)
+        return IntensityMapping.from_model(x.float()).cpu().numpy().astype(np.float32)
 
 
 def _patch_condition(mid_canvas: torch.Tensor, global_image: torch.Tensor, plan: MamboPlan, box: Box) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Super-resolution of a real mammogram with MAMBO stages 2-3 (paper §4.4).
 
-A low-resolution image, preprocessed as in training (breast mask, chest wall left, intensity
+A low-resolution image, preprocessed by the chain the bundle's training images went through
+(models/preprocess.py with the manifest's PreprocessConfig: breast mask, chest wall left, intensity
 mapping), stands in for what stage 1 would have generated: the global image, and -- when it is
 already about as fine as the mid-resolution image (scale <= 1.5 k) -- the mid image too, so only
 stage 3 runs. Stages 2-3 add the detail through :class:`models.mambo.MamboPipeline`'s stage
@@ -22,12 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.anomaly_input import canonicalize_input, validate_image
 from models.bundle import Bundle
 from models.errors import BadInputError
 from models.geometry import MamboPlan
-from models.imaging.orientation import Orientation, restore
+from models.imaging.orientation import Orientation
 from models.mambo import MamboPipeline
+from models.preprocess import preprocess_image, validate_image
 from models.progress import CancelFn, ProgressFn, Reporter
 
 StandIn = Literal["auto", "global", "mid"]
@@ -68,7 +69,7 @@ class SuperResConfig:
 
 @dataclass
 class SuperResResult:
-    image: np.ndarray  # float32 (H, W), the input's orientation AND intensity window, background 0
+    image: np.ndarray  # float32 (H, W): the input's frame, orientation, polarity and intensity window
     normalized: np.ndarray  # float32 (H, W) in [0, 1]: the same in the model's intensity mapping
     global_image: np.ndarray  # (s, s) [0, 1], canonical: the input standing in for stage 1
     mid_image: np.ndarray  # mid-resolution region [0, 1], canonical: the input (mid) or stage 2's output
@@ -134,11 +135,14 @@ class SuperResolutionPipeline:
         if config.stand_in not in STAND_INS:
             raise BadInputError(f"stand_in must be one of {STAND_INS}, got {config.stand_in!r}")
         mambo, g = self.mambo, self.mambo.geometry
-        # 1. preprocess as in training: breast mask, chest wall left, the bundle's intensity mapping
-        low, breast, orientation, _ = canonicalize_input(image, mambo.intensity, info)
-        lo, hi = intensity_window(restore(validate_image(image), orientation), low, breast)
+        # 1. preprocess with the bundle's chain: breast mask, chest wall left, intensity mapping (, crop)
+        pre = preprocess_image(image, info, mambo.preprocess)
+        low, breast, orientation = pre.image, pre.mask, pre.orientation
+        raw = pre.to_canonical(validate_image(image))
+        lo, hi = intensity_window(1.0 - raw if pre.inverted else raw, low, breast)
         h, w = low.shape
-        H, W = config.target_size(h, w)
+        out_shape = config.target_size(*pre.source_shape)  # the input's frame at the target resolution
+        _, _, H, W = pre.box_at(out_shape)  # the canonical region the models generate
         plan = mambo.plan(H, W)
         opts = mambo.options(
             config.seed,
@@ -172,20 +176,21 @@ class SuperResolutionPipeline:
         # 4. stage 3: native-resolution patches conditioned on mid crops + the global image
         full, patch_stats = mambo.generate_full(global_image, mid_image, plan, opts, reporter)
         stats["patch"] = patch_stats.to_dict()
-        # 5. back to the input's intensity window (background 0) and orientation
+        # 5. back to the input's intensity window (background 0), frame and orientation (and polarity)
         soft_breast = resize_image(breast.astype(np.float32), (H, W))
-        windowed = soft_breast * (lo + full * (hi - lo))
+        windowed = pre.to_source(np.clip(soft_breast * (lo + full * (hi - lo)), 0.0, 1.0), out_shape)
         return SuperResResult(
-            image=np.ascontiguousarray(restore(np.clip(windowed, 0.0, 1.0), orientation), dtype=np.float32),
-            normalized=np.ascontiguousarray(restore(full, orientation), dtype=np.float32),
+            image=np.ascontiguousarray(1.0 - windowed if pre.inverted else windowed, dtype=np.float32),
+            normalized=np.ascontiguousarray(pre.to_source(full, out_shape), dtype=np.float32),
             global_image=global_image,
             mid_image=np.asarray(mid_image, np.float32),
             stand_in=stand_in,
             orientation=orientation,
             plan=plan,
             stats={
-                "input_size": [h, w],
-                "output_size": [H, W],
+                "input_size": list(pre.source_shape),
+                "output_size": list(out_shape),
+                "inverted": pre.inverted,
                 "scale": round(scale, 4),
                 "stand_in": stand_in,
                 "sampler": opts.spec.sampler,

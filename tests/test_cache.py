@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom
+from models.preprocess import PreprocessConfig, preprocess_file
 from training.cache import CachedImages, PreprocessCache
 from training.ingest import index_folder
 from training.phantoms import make_phantom_case
-from training.preprocess import PreprocessConfig, preprocess_file
 
 
 @pytest.fixture

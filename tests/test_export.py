@@ -80,6 +80,30 @@ def test_export_refuses_runs_with_different_geometry(mambo_runs: dict[str, Path]
         export_bundle("mambo", {"global": mambo_runs["global"]}, tmp_path / "b", name="t", version="1")
 
 
+def test_the_images_preprocessing_is_recorded_per_run_and_carried_into_the_bundle(
+    mambo_runs: dict[str, Path], tmp_path: Path
+) -> None:
+    from models.intensity import IntensityMapping
+    from models.preprocess import DEFAULT_PREPROCESS, PreprocessConfig
+
+    assert read_run(mambo_runs["global"])["meta"]["preprocess"] == DEFAULT_PREPROCESS.to_dict()  # set says nothing
+    custom = PreprocessConfig(intensity=IntensityMapping(raw_window="percentile"), crop_to_breast=True)
+    images = InMemoryImages(pairs().items, {"kind": "test-breasts", "preprocess": custom.to_dict()})
+    runs = {}
+    for stage, net in (("stage1", "global"), ("stage2", "local"), ("stage3", "patch")):
+        train_stage(images, stage, tmp_path / net, config=CFG, geometry=GEOM, progress=False, preview_steps=0)
+        runs[net] = tmp_path / net
+    meta = read_run(runs["patch"])["meta"]
+    assert meta["preprocess"] == custom.to_dict() and meta["intensity"] == custom.intensity.to_dict()
+    bundle = load_bundle(export_bundle("mambo", runs, tmp_path / "b", name="t", version="1"))
+    assert bundle.preprocess == custom and bundle.intensity == custom.intensity
+    uncropped = PreprocessConfig(intensity=custom.intensity)  # same intensity mapping, another chain
+    images = InMemoryImages(pairs().items, {"kind": "test-breasts", "preprocess": uncropped.to_dict()})
+    train_stage(images, "stage3", tmp_path / "other", config=CFG, geometry=GEOM, progress=False, preview_steps=0)
+    with pytest.raises(BadInputError, match="disagree on preprocess"):
+        export_bundle("mambo", {**runs, "patch": tmp_path / "other"}, tmp_path / "c", name="t", version="1")
+
+
 def test_unfinished_run_is_not_exported(tmp_path: Path) -> None:
     train_stage(pairs(), "stage1", tmp_path / "r", config=CFG, geometry=GEOM, progress=False, stop_after=1)
     with pytest.raises(BadInputError, match="not finished"):

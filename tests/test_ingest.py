@@ -109,3 +109,22 @@ def test_exclude_globs_skip_names_and_relative_paths(tmp_path):
     names = sorted(Path(r["path"]).name for r in read_index(out))
     assert names == ["IMG0001", "IMG0002", "chest.dcm"]
     assert read_index(tmp_path / "i.errors.csv") == []
+
+
+def test_label_masks_are_linked_to_their_images_and_never_indexed_as_images(tmp_path, capsys):
+    root = tmp_path / "held-out"
+    case = make_phantom_case(33, (80, 64), laterality="L", lesions=True)
+    images = {}
+    for view in case.views:
+        images[view.view] = write_png16(root / f"{view.view.lower()}.png", view.image)
+        write_png8(root / f"{view.view.lower()}_mask.png", view.lesion_mask.astype(np.float32))
+    orphan = write_png8(root / "lost_mask.png", case.cc.lesion_mask.astype(np.float32))
+    out = tmp_path / "index.csv"
+    assert main(["ingest", str(root), "--out", str(out)]) == 0
+    rows = read_index(out)
+    assert sorted(Path(r["path"]).name for r in rows) == ["cc.png", "mlo.png"]  # 2 images, not 5
+    for r in rows:
+        assert Path(r["label_mask"]) == Path(r["path"]).with_name(Path(r["path"]).stem + "_mask.png")
+    errors = read_index(tmp_path / "index.errors.csv")
+    assert [(Path(e["path"]), e["error"]) for e in errors] == [(orphan, "orphan_label_mask")]
+    assert "linked 2 label masks" in capsys.readouterr().out

@@ -8,8 +8,7 @@ import pytest
 from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom
 from models.imaging.files import write_png16
 from models.intensity import IntensityMapping
-from training.phantoms import make_phantom_case
-from training.preprocess import (
+from models.preprocess import (
     PreprocessConfig,
     breast_box,
     crop_to_breast,
@@ -19,10 +18,10 @@ from training.preprocess import (
     preprocess_file,
     preprocess_image,
     segment,
-    to_model_canvas,
     undo_inversion,
     zero_background,
 )
+from training.phantoms import make_phantom_case
 
 SIZE = (112, 96)
 
@@ -118,14 +117,6 @@ def test_inverted_16bit_png_goes_through_the_same_chain(tmp_path, cases):
     assert pre.inverted and pre.orientation.flipped and pre.crop_box is not None
     assert pre.image.shape == ref.image.shape
     np.testing.assert_allclose(pre.image, ref.image, atol=2e-4)
-
-
-def test_padding_hook_puts_the_image_on_a_background_canvas(cases):
-    pre = preprocess_image(cases[0].cc.image)
-    canvas = to_model_canvas(pre, 128)
-    assert tuple(canvas.shape) == (128, 128)
-    assert float(canvas[SIZE[0] :, :].max()) == -1.0 and float(canvas[:, SIZE[1] :].max()) == -1.0
-    assert float(canvas[: SIZE[0], : SIZE[1]].max()) == 1.0
 
 
 def test_config_round_trips_and_its_key_changes_with_any_parameter():

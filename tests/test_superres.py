@@ -100,7 +100,7 @@ def test_small_scales_use_the_input_as_the_mid_image_and_run_stage_3_only(sr, lo
     result = left_result  # scale 2 <= 1.5 k (k = 2)
     assert result.stand_in == "mid"
     assert set(result.stats["stages"]) == {"patch"}
-    expected = resize_image(sr.mambo.intensity.normalize_raw(low_left, breast_mask(low_left)), (32, 24))
+    expected = resize_image(sr.mambo.preprocess.intensity.normalize_raw(low_left, breast_mask(low_left)), (32, 24))
     np.testing.assert_allclose(result.mid_image, np.where(breast_mask(low_left).any(), expected, 0), atol=0.05)
 
 

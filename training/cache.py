@@ -23,8 +23,8 @@ import numpy as np
 
 from models.errors import BadInputError, MammogenError
 from models.imaging.files import atomic_write, write_npy
+from models.preprocess import DEFAULT_PREPROCESS, PreprocessConfig, preprocess_file
 from training.datasets import MammoImage
-from training.preprocess import DEFAULT_PREPROCESS, PreprocessConfig, preprocess_file
 
 
 @dataclass(frozen=True)

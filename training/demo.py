@@ -1,7 +1,7 @@
 """The demo bundles: MAMBO and dual-view trained on healthy procedural phantoms, by one seeded command.
 
 ``mammogen train demo --out models/demo_bundles --seed 0`` makes healthy phantom cases (CC + MLO of
-one breast each), preprocesses them with the same chain as real mammograms (``training.preprocess``:
+one breast each), preprocesses them with the same chain as real mammograms (``models.preprocess``:
 paper §9 mask, background 0, chest wall left, the intensity mapping), trains the three MAMBO stages
 and the dual-view model with tiny U-Nets, and exports ``demo-mambo`` and ``demo-dualview`` with fp16
 weights (a few MB each). The service and CLI use these bundles by default, so a fresh checkout
@@ -24,11 +24,11 @@ import torch
 from models.geometry import MamboGeometry
 from models.imaging.files import atomic_write, write_png8
 from models.imaging.readers import ImageInfo
+from models.preprocess import DEFAULT_PREPROCESS, PreprocessConfig, preprocess_image
 from training.datasets import InMemoryImages, MammoImage
 from training.export import export_bundle
 from training.loop import TrainConfig, train_stage
 from training.phantoms import make_phantom_case
-from training.preprocess import DEFAULT_PREPROCESS, preprocess_image
 
 DEMO_NOTE = "Trained on synthetic phantoms, not for research or clinical use."
 DEMO_INTENDED_USE = (
@@ -83,15 +83,20 @@ class DemoPlan:
 QUICK_PLAN = DemoPlan(cases=8, steps=dict.fromkeys(STAGES, 30), warmup_steps=5, ema_decay=0.9, version="0.1.0")
 
 
-def phantom_images(count: int, seed: int, size: tuple[int, int]) -> InMemoryImages:
-    """Healthy phantom cases ``seed .. seed+count-1``, both views, preprocessed like real data."""
+def phantom_images(
+    count: int, seed: int, size: tuple[int, int], config: PreprocessConfig = DEFAULT_PREPROCESS
+) -> InMemoryImages:
+    """Healthy phantom cases ``seed .. seed+count-1``, both views, preprocessed like real data.
+
+    The description carries ``config``: training records it in run.json and the bundle manifest,
+    and serving prepares real inputs with it."""
     items = []
     for i in range(count):
         case = make_phantom_case(seed + i, size, lesions=False)
         for view in case.views:
             h, w = view.image.shape
             info = ImageInfo("png", h, w, laterality=view.laterality, view=view.view, patient_id=case.case_id)
-            pre = preprocess_image(view.image, info)
+            pre = preprocess_image(view.image, info, config)
             items.append(MammoImage(pre.image, pre.mask, {**pre.meta(), "study_uid": case.case_id}))
     description = {
         "kind": "procedural phantoms (training/phantoms.py), healthy, no lesions",
@@ -99,7 +104,7 @@ def phantom_images(count: int, seed: int, size: tuple[int, int]) -> InMemoryImag
         "first_seed": seed,
         "size": list(size),
         "views": ["CC", "MLO"],
-        "preprocess": DEFAULT_PREPROCESS.to_dict(),
+        "preprocess": config.to_dict(),
         "note": DEMO_NOTE,
     }
     return InMemoryImages(items, description)

@@ -1,10 +1,11 @@
 """Training runs -> a checkpoint bundle that workers and ``mammogen generate`` load without edits.
 
-A run folder (see :mod:`training.loop`) holds ``run.json`` with the geometry, intensity mapping
-and noise schedule it was trained with, the data description, and ``final/unet_ema`` +
-``final/unet``. Export copies EMA weights by default (what DDPM papers sample with), optionally
-as fp16 to keep shipped bundles small, and refuses runs that disagree on geometry or intensity:
-a bundle whose stages were trained on different canvases would generate misregistered images.
+A run folder (see :mod:`training.loop`) holds ``run.json`` with the geometry, intensity mapping,
+preprocessing chain and noise schedule it was trained with, the data description, and
+``final/unet_ema`` + ``final/unet``. Export copies EMA weights by default (what DDPM papers sample
+with), optionally as fp16 to keep shipped bundles small, and refuses runs that disagree on geometry,
+intensity or preprocessing: a bundle whose stages were trained on different canvases would generate
+misregistered images.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from diffusers import UNet2DModel
 from models.bundle import NETWORKS, BundleKind, save_bundle
 from models.errors import BadInputError
 from models.intensity import IntensityMapping
+from models.preprocess import PreprocessConfig
 from models.schedulers import NOISE_SCHEDULE
 from training.loop import read_log
 
@@ -73,7 +75,7 @@ def export_bundle(
         meta = run["meta"]
         if meta.get("network") != net:
             raise BadInputError(f"run {runs[net]} trained network {meta.get('network')!r}, not {net!r}")
-        for key in ("geometry", "intensity", "schedule"):
+        for key in ("geometry", "intensity", "preprocess", "schedule"):
             if meta.get(key) != first.get(key):
                 raise BadInputError(f"runs disagree on {key}: {runs[net]} differs from the {NETWORKS[kind][0]} run")
 
@@ -102,6 +104,7 @@ def export_bundle(
         networks=networks,
         geometry=first["geometry"],
         intensity=IntensityMapping.from_dict(first["intensity"]),
+        preprocess=PreprocessConfig.from_dict(first["preprocess"]) if first.get("preprocess") else None,
         schedule=first.get("schedule") or dict(NOISE_SCHEDULE),
         training=training,
         random_weights=False,

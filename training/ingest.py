@@ -4,6 +4,10 @@ Every file is sniffed by content (hospital exports often have no extension); hea
 dimensions are validated without decoding pixels unless ``decode=True``. A file that cannot be
 used goes to the errors CSV with the reason and the run goes on: one bad file in 100 000 must
 not cost the other 99 999.
+
+Label masks (``x_mask.png`` beside ``x.png``, the rule of ``models.preprocess``) are not images:
+their path goes into their image's ``label_mask`` column; one whose image is missing is listed
+in the errors CSV, never indexed as a mammogram.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 from models.errors import BadInputError, MammogenError
 from models.imaging.files import atomic_write
 from models.imaging.readers import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, probe_image, read_image
+from models.preprocess import is_label_mask, label_mask_target
 
 INDEX_FIELDS = (
     "path",
@@ -40,6 +45,7 @@ INDEX_FIELDS = (
     "presentation_intent",
     "pixel_spacing_mm",
     "size_bytes",
+    "label_mask",
 )
 ERROR_FIELDS = ("path", "error", "reason")
 #: Training data may be larger than what the API accepts (e.g. 5000 x 4000 px detectors).
@@ -53,6 +59,7 @@ class IngestReport:
     indexed: int
     failed: int
     by_view: dict[str, int]
+    label_masks: int = 0  # linked to their images, not indexed
 
 
 def iter_files(
@@ -112,21 +119,47 @@ def index_folder(
     errors_csv = Path(errors_csv) if errors_csv is not None else out_csv.with_suffix(".errors.csv")
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
-    jobs = [(path, decode, max_pixels, max_side) for path in iter_files(root, {out_csv, errors_csv}, exclude)]
+    paths = list(iter_files(root, {out_csv, errors_csv}, exclude))
+    images, labels, orphans = split_label_masks(paths)
+    jobs = [(path, decode, max_pixels, max_side) for path in images]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(_index_one, jobs, chunksize=8))
     else:
         results = [_index_one(job) for job in jobs]
     for ok, result in results:
+        if ok:
+            result["label_mask"] = str(labels[Path(result["path"])]) if Path(result["path"]) in labels else None
         (rows if ok else errors).append(result)
+    errors += [
+        {"path": str(p), "error": "orphan_label_mask", "reason": "a label mask (*_mask) without its image beside it"}
+        for p in orphans
+    ]
     _write_csv(out_csv, INDEX_FIELDS, rows)
     _write_csv(errors_csv, ERROR_FIELDS, errors)
     by_view: dict[str, int] = {}
     for row in rows:
         key = row.get("view") or "unknown"
         by_view[key] = by_view.get(key, 0) + 1
-    return IngestReport(out_csv, errors_csv, len(rows), len(errors), by_view)
+    return IngestReport(out_csv, errors_csv, len(rows), len(errors), by_view, len(labels))
+
+
+def split_label_masks(paths: Sequence[Path]) -> tuple[list[Path], dict[Path, Path], list[Path]]:
+    """(image files, {image: its label mask}, label masks whose image is not among ``paths``)."""
+    names: dict[Path, list[str]] = {}
+    for p in paths:
+        names.setdefault(p.parent, []).append(p.name)
+    labels: dict[Path, Path] = {}
+    orphans: list[Path] = []
+    for p in paths:
+        if is_label_mask(p):
+            target = label_mask_target(p, names[p.parent])
+            if target is None:
+                orphans.append(p)
+            else:
+                labels[target] = p
+    masks = set(labels.values()) | set(orphans)
+    return [p for p in paths if p not in masks], labels, orphans
 
 
 def _index_one(job: tuple[Path, bool, int | None, int | None]) -> tuple[bool, dict[str, Any]]:

@@ -479,7 +479,6 @@ def train_stage(
     geometry: Any,
     preset: str = "tiny",
     dualview_size: int = 256,
-    intensity: IntensityMapping | None = None,
     init_from: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -489,12 +488,17 @@ def train_stage(
     """Train ``stage`` (stage1|stage2|stage3|dualview) on preprocessed ``images`` into ``run_dir``.
 
     Builds the batch source through the geometry module, a fresh U-Net of ``preset`` (or the
-    ``init_from`` diffusers folder), and records in run.json what the exporter needs.
+    ``init_from`` diffusers folder), and records in run.json what the exporter needs, including the
+    preprocessing chain the images went through (their ``describe()["preprocess"]``; the default
+    chain when a set does not say).
     """
+    from models.preprocess import DEFAULT_PREPROCESS, PreprocessConfig
     from models.unet import build_unet
     from training.datasets import STAGE_NAMES, make_source, native_size
 
     source = make_source(images, stage, geometry, dualview_size)
+    recorded = images.describe().get("preprocess")
+    preprocess = PreprocessConfig.from_dict(recorded) if recorded else DEFAULT_PREPROCESS
     denoised = 3 if stage == "dualview" else 1
     if init_from is not None:
         unet = load_init_unet(init_from, source.channels, denoised)
@@ -511,7 +515,8 @@ def train_stage(
         "network": network,
         "preset": preset if init_from is None else f"init-from:{init_from}",
         "geometry": geom,
-        "intensity": (intensity or IntensityMapping()).to_dict(),
+        "intensity": preprocess.intensity.to_dict(),
+        "preprocess": preprocess.to_dict(),
         "schedule": dict(NOISE_SCHEDULE),
     }
     return train(

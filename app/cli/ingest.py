@@ -1,6 +1,7 @@
 """``mammogen ingest DIR --out index.csv``: index a folder of DICOM/PNG/TIFF mammograms for training.
 
 Unreadable files are listed with the reason in ``<index>.errors.csv`` (or ``--errors``) and skipped;
+label masks (``x_mask.png`` beside ``x.png``) are linked to their image, not indexed as images;
 the command exits 0 unless the folder itself cannot be read.
 """
 
@@ -42,5 +43,6 @@ def run(args: argparse.Namespace) -> int:
     )
     views = ", ".join(f"{k}: {v}" for k, v in sorted(report.by_view.items())) or "none"
     print(f"indexed {report.indexed} images ({views}) -> {report.index_path}")
+    print(f"linked {report.label_masks} label masks (*_mask) to their images (column label_mask)")
     print(f"skipped {report.failed} unreadable files -> {report.errors_path}")
     return 0

@@ -31,7 +31,6 @@ from models.benchmarks.harness import (
     peak_memory,
 )
 from models.geometry import MamboGeometry
-from models.intensity import DEFAULT_INTENSITY, IntensityMapping
 from models.mambo import STAGES, MamboPipeline, RunOptions, random_mambo_networks
 from models.schedulers import NOISE_SCHEDULE
 
@@ -55,7 +54,6 @@ class Networks:
     nets: dict[str, nn.Module]
     geometry: MamboGeometry
     schedule: dict[str, Any]
-    intensity: IntensityMapping
     source: str
 
 
@@ -69,7 +67,7 @@ def load_networks(
         b = load_bundle(bundle)
         nets = {name: b.load_network(name, "cpu", torch.float32) for name in STAGES}
         geometry = MamboGeometry.from_dict(b.geometry)
-        return Networks(nets, geometry, b.schedule, b.intensity, f"bundle {b.name} {b.version}")
+        return Networks(nets, geometry, b.schedule, f"bundle {b.name} {b.version}")
     from models.unet import UNET_PRESETS
 
     if preset not in UNET_PRESETS:
@@ -77,15 +75,13 @@ def load_networks(
     s = patch or UNET_PRESETS[preset].sample_size
     geometry = MamboGeometry(s=s, overlap=s // 8 if overlap is None else overlap)  # the paper's 32 px of 256
     nets = random_mambo_networks(preset, s, seed)
-    return Networks(nets, geometry, dict(NOISE_SCHEDULE), DEFAULT_INTENSITY, f"random {preset} s={s}")
+    return Networks(nets, geometry, dict(NOISE_SCHEDULE), f"random {preset} s={s}")
 
 
 def build_pipeline(networks: Networks, acceleration: Acceleration, device: torch.device) -> MamboPipeline:
     """A pipeline over private copies of the networks, prepared with ``acceleration``."""
     prepared = [prepare_unet(copy.deepcopy(networks.nets[n]), acceleration, device) for n in STAGES]
-    return MamboPipeline(
-        *prepared, schedule=networks.schedule, geometry=networks.geometry, intensity=networks.intensity
-    )
+    return MamboPipeline(*prepared, schedule=networks.schedule, geometry=networks.geometry)
 
 
 def run_stages(

@@ -208,18 +208,18 @@ def run(args: argparse.Namespace) -> int:
     from models.devices import resolve_device
     from models.errors import BadInputError
     from models.geometry import MamboGeometry
-    from models.intensity import DEFAULT_INTENSITY
+    from models.preprocess import DEFAULT_PREPROCESS
 
     if min(args.count, args.seeds) < 1 or min(args.val, args.healthy) < 0:
         raise BadInputError("--count and --seeds must be >= 1, --val and --healthy >= 0")
     settings = get_settings()
     bundle_path = args.bundle or settings.bundle_path("mambo")
-    pipe, intensity, bundle = None, DEFAULT_INTENSITY, None
+    pipe, preprocess, bundle = None, DEFAULT_PREPROCESS, None
     if args.oracle and not Path(bundle_path).exists():
         geometry, bundle_desc = None, "none (oracle, identity geometry)"
     else:
         bundle = load_bundle(require_bundle(bundle_path))
-        geometry, intensity = MamboGeometry.from_dict(bundle.geometry), bundle.intensity
+        geometry, preprocess = MamboGeometry.from_dict(bundle.geometry), bundle.preprocess
         weights = "RANDOM weights" if bundle.random_weights else "trained weights"
         bundle_desc = f"{bundle.name} {bundle.version} ({weights}; s={geometry.s}, k={geometry.k})"
         if not args.oracle:
@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         info = SimpleNamespace(laterality=c.laterality, dataset=None)
         if pipe is None:
             g = geometry or MamboGeometry(s=max(size), k=1, overlap=0)
-            prep = prepare_input(c.image, g, intensity, info=info, companions=[c.healthy])
+            prep = prepare_input(c.image, g, preprocess, info=info, companions=[c.healthy])
             c.result = anomaly_from_reconstructions(prep, list(prep.companions_global), config)
         else:
             c.result = pipe(c.image, config, info=info)
