@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from app.api.errors import install_error_handlers
+from app.api.intake import DecodeBudget
 from app.api.limits import BodyLimitMiddleware
 from app.api.metrics import Metrics
 from app.api.routes import generate, health, jobs, metrics, models, results, uploads
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_waiters_per_client=settings.max_waiters_per_client,
         )
         app.state.watcher = watcher
+        app.state.decode_budget = DecodeBudget(settings.decode_memory_mb << 20)
         app_metrics.watch_waiters(watcher)
         await watcher.start()
         queue = make_queue(connection, settings.queue_name)

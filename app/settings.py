@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=8192 * 8192, gt=0)
     max_image_side: int = Field(default=8192, gt=0)
+    max_pixels_per_byte: float = Field(
+        default=200.0,
+        gt=0,
+        description="Decompression-bomb bound: images over 1 Mpx may not decode to more pixels per file byte.",
+    )
+    decode_memory_mb: int = Field(
+        default=1024, gt=0, description="Memory the API may spend decoding uploads at once; more uploads wait."
+    )
     max_queue_length: int = Field(default=100, gt=0)
     max_waiters: int = Field(default=1000, gt=0, description="Waiting requests (long-polls, streams) in all.")
     max_waiters_per_client: int = Field(

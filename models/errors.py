@@ -96,6 +96,7 @@ class QueueFullError(MammogenError):
     http_status = 429
     exit_code = 9
     code = "queue_full"
+    retry_after = 10
 
 
 class TooManyWaitersError(MammogenError):
@@ -113,6 +114,15 @@ class QueueUnavailableError(MammogenError):
     http_status = 503
     exit_code = 12
     code = "queue_unavailable"
+
+
+class ServerBusyError(MammogenError):
+    """The API's bounded resources (decode memory) stayed taken for too long; not the client's fault."""
+
+    http_status = 503
+    exit_code = 14
+    code = "busy"
+    retry_after = 5
 
 
 class UnauthorizedError(MammogenError):
@@ -145,6 +155,7 @@ ALL_ERRORS: tuple[type[MammogenError], ...] = (
     QueueFullError,
     TooManyWaitersError,
     QueueUnavailableError,
+    ServerBusyError,
     UnauthorizedError,
     JobNotFoundError,
 )

@@ -20,6 +20,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.service_support import (  # noqa: F401
     dualview_bundle,
+    mambo_bundle,
     purge_queue,
     redis_conn,
     settings_for,
@@ -95,9 +96,11 @@ def test_undecodable_tiff_error_has_no_memory_address(client):
     _assert_no_internals(r.text)
 
 
-def test_undecodable_lossy_jpeg_dicom_error_does_not_list_decoder_plugins(client):
+def test_undecodable_lossy_jpeg_dicom_error_does_not_list_decoder_plugins(client, mambo_bundle):  # noqa: F811
     data = Path(get_testdata_file("JPEG-lossy.dcm")).read_bytes()  # 12-bit JPEG Extended: no decoder here
-    r = client.post("/anomaly-map", files={"file": ("a.dcm", data, "application/dicom")})
+    settings = client.app.state.settings.model_copy(update={"mambo_bundle": mambo_bundle})  # decoding needs one
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as c:
+        r = c.post("/anomaly-map", files={"file": ("a.dcm", data, "application/dicom")})
     assert r.status_code == 415
     assert "JPEG Extended" in r.json()["detail"]
     _assert_no_internals(r.text)

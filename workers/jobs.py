@@ -203,10 +203,24 @@ def _seed(params: dict[str, Any]) -> int:
 
 
 # -- uploads ------------------------------------------------------------------------------------
-def _read_upload(rt: WorkerRuntime, job_id: str, params: dict[str, Any]) -> tuple[np.ndarray, Any]:
+def _read_upload(rt: WorkerRuntime, job_id: str, params: dict[str, Any], kind: Any) -> tuple[np.ndarray, Any]:
+    """The stored upload, decoded and put through the same checks the API ran before queueing it."""
     from models.imaging.readers import read_image
+    from models.input_checks import check_input_image
 
-    return read_image(rt.store.upload_path(job_id, params["input_name"]))
+    image, info = read_image(rt.store.upload_path(job_id, params["input_name"]))
+    bundle = rt.bundle("mambo")
+    scale, resolution = params.get("scale"), params.get("resolution")
+    check_input_image(
+        image,
+        kind,
+        tile=int(bundle.geometry["s"]),
+        info=info,
+        preprocess=bundle.preprocess,
+        scale=int(scale) if scale is not None else None,
+        resolution=resolution,
+    )
+    return image, info
 
 
 def super_resolve(params: dict[str, Any]) -> dict[str, Any]:
@@ -216,7 +230,7 @@ def super_resolve(params: dict[str, Any]) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     job, rt, progress = _start()
-    image, info = _read_upload(rt, job.id, params)
+    image, info = _read_upload(rt, job.id, params, "super-resolve")
     pipe = rt.pipeline("mambo", SuperResolutionPipeline.from_bundle)
     bundle = rt.bundle("mambo")
     config = SuperResConfig(
@@ -267,7 +281,7 @@ def anomaly_map(params: dict[str, Any]) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     job, rt, progress = _start()
-    image, info = _read_upload(rt, job.id, params)
+    image, info = _read_upload(rt, job.id, params, "anomaly-map")
     pipe = rt.pipeline("mambo", AnomalyPipeline.from_bundle)
     bundle = rt.bundle("mambo")
     seed = _seed(params)

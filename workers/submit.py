@@ -66,6 +66,11 @@ class Submitter:
         err.retry_after = after  # type: ignore[attr-defined]
         return err
 
+    def check_room(self) -> None:
+        """Cheap early refusal (QueueFullError) before a request spends anything; the bound in submit() is exact."""
+        if self.queue.count >= self.max_queue_length:
+            raise self._queue_full()
+
     def submit(
         self,
         kind: str,
@@ -92,8 +97,7 @@ class Submitter:
             if not conn.set(idem, job_id, nx=True, ex=self.idempotency_ttl_s):
                 return self._replay(idem, fp)
         try:
-            if self.queue.count >= self.max_queue_length:  # cheap early refusal; the bound below is exact
-                raise self._queue_full()
+            self.check_room()
             extra = prepare(job_id) if prepare is not None else {}
             prepared = True
             job = self.queue.create_job(

@@ -11,6 +11,7 @@ from app.api.public import bundle_label, without_server_paths
 from app.api.schemas import JobAccepted
 from app.api.state import ServiceState
 from models.errors import BadInputError, BundleNotFoundError, PayloadTooLargeError
+from models.preprocess import DEFAULT_PREPROCESS, PreprocessConfig
 from workers.sizing import job_timeout_s
 from workers.submit import Submission
 from workers.watchdog import live_workers
@@ -43,18 +44,32 @@ def check_output_size(state: ServiceState, height: int | None, width: int | None
         raise PayloadTooLargeError(f"output {h}x{w} exceeds the pixel budget ({s.max_image_pixels})")
 
 
-def _geometry(state: ServiceState, bundle_kind: str) -> dict[str, Any] | None:
-    """The tile geometry of the bundle the workers serve (or, before any worker, the one on disk)."""
+def bundle_summary(state: ServiceState, bundle_kind: str) -> dict[str, Any]:
+    """What the workers report of the bundle they serve (or, before any worker, its manifest on disk):
+    geometry, preprocessing config, name; empty when neither is there."""
     for w in live_workers(state.connection, state.queue.name):
         info = (w.get("bundles") or {}).get(bundle_kind) or {}
         if info.get("loaded") and isinstance(info.get("geometry"), dict):
-            return info["geometry"]
+            return info
     try:
         from models.bundle import load_bundle
 
-        return load_bundle(state.settings.bundle_path(bundle_kind), verify=False).geometry  # type: ignore[arg-type]
+        return load_bundle(state.settings.bundle_path(bundle_kind), verify=False).summary()  # type: ignore[arg-type]
     except Exception:
-        return None
+        return {}
+
+
+def _geometry(state: ServiceState, bundle_kind: str) -> dict[str, Any] | None:
+    return bundle_summary(state, bundle_kind).get("geometry")
+
+
+def tile_size(summary: dict[str, Any]) -> int:
+    return int((summary.get("geometry") or {}).get("s", 0))
+
+
+def preprocess_config(summary: dict[str, Any]) -> PreprocessConfig:
+    recorded = summary.get("preprocess")
+    return PreprocessConfig.from_dict(recorded) if isinstance(recorded, dict) else DEFAULT_PREPROCESS
 
 
 def check_generate_request(state: ServiceState, body: Any) -> None:
@@ -68,14 +83,6 @@ def check_generate_request(state: ServiceState, body: Any) -> None:
         value = getattr(body, name)
         if value is not None and value < s:
             raise BadInputError(f"{name} {value} is smaller than one {s}-pixel tile of the MAMBO bundle")
-
-
-def check_superres_request(state: ServiceState, height: int, width: int, scale: int) -> None:
-    s = int((_geometry(state, "mambo") or {}).get("s", 0))
-    if min(height, width) * scale < s:
-        raise BadInputError(
-            f"a {height}x{width} input at scale {scale} is smaller than one {s}-pixel tile: use a larger scale"
-        )
 
 
 def timeout_for(state: ServiceState, kind: str, params: dict[str, Any]) -> int:

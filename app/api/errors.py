@@ -14,13 +14,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from models.errors import MammogenError, QueueFullError, QueueUnavailableError, TooManyWaitersError, UnauthorizedError
+from models.errors import MammogenError, QueueUnavailableError, UnauthorizedError
 
 
 def error_response(exc: MammogenError) -> JSONResponse:
     headers: dict[str, str] = {}
-    if isinstance(exc, QueueFullError | TooManyWaitersError):
-        headers["Retry-After"] = str(int(getattr(exc, "retry_after", 10)))
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:  # 429s and the 503s of a busy or unreachable backend
+        headers["Retry-After"] = str(int(retry_after))
     if isinstance(exc, UnauthorizedError):
         headers["WWW-Authenticate"] = "ApiKey"
     if isinstance(exc, QueueUnavailableError):

@@ -1,47 +1,48 @@
 """POST /super-resolve and POST /anomaly-map: a DICOM or PNG/TIFF upload plus form parameters.
 
-The body is capped while it streams (`app.api.limits`); here the bytes are sniffed (never the
-declared content type or file name), the header bounds checked, and the whole image decoded
-once, so a truncated or hostile file is refused with a 4xx naming the problem and nothing of
-it is stored or queued.
+The body is capped while it streams (`app.api.limits`); `app.api.intake` then refuses, cheapest
+first, a full queue (429), what the header rules out (415, 413, 422) and, decoding within the
+API's memory budget, what the worker would refuse (422), so nothing bad is stored or queued.
+Handlers are async: a request waiting for the budget holds no thread.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from app.api.admission import (
     accepted,
+    bundle_summary,
     check_output_size,
-    check_superres_request,
     ensure_model_available,
+    preprocess_config,
+    tile_size,
     timeout_for,
 )
 from app.api.deps import ApiKeyDep, IdempotencyKeyDep, MetricsDep, StateDep
+from app.api.intake import SUFFIX, Upload, decode_and_check, read_header
 from app.api.schemas import AnomalyMapParams, JobAccepted, SuperResolveParams
 from app.api.state import ServiceState
-from models.errors import BadInputError, NotBuiltError
-from models.imaging.readers import read_image
+from models.errors import NotBuiltError
+from models.input_checks import InputKind
 
 router = APIRouter(tags=["jobs"])
-
-SUFFIX = {"dicom": ".dcm", "png": ".png", "tiff": ".tif"}
 
 _UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Replay of an earlier request with the same Idempotency-Key."},
     202: {"description": "Queued; poll the Location."},
     401: {"description": "Missing or wrong X-API-Key."},
-    413: {"description": "Upload larger than the limit, or image larger than the pixel bounds."},
+    413: {"description": "Upload over the limit; image or output over the pixel bounds; a decompression bomb."},
     415: {"description": "Not a DICOM, PNG or TIFF image (sniffed from the content)."},
-    422: {"description": "Invalid parameters, or a truncated/corrupt image."},
+    422: {"description": "Invalid parameters; a truncated, corrupt, blank or non-finite image; below one tile."},
     429: {"description": "Queue full; retry after Retry-After seconds."},
     501: {"description": "This version does not include the feature."},
-    503: {"description": "The model's bundle is missing."},
+    503: {"description": "The model's bundle is missing, or the API is busy decoding (Retry-After)."},
 }
 
 
@@ -51,31 +52,16 @@ def _require(module: str, feature: str) -> None:
         raise NotBuiltError(f"{feature} is not built into this version of mammogen ({module} is missing)")
 
 
-def _validated_upload(state: ServiceState, upload: UploadFile) -> tuple[bytes, dict[str, Any]]:
-    data = upload.file.read()
-    if not data:
-        raise BadInputError("the uploaded file is empty")
-    s = state.settings
-    image, info = read_image(data, max_pixels=s.max_image_pixels, max_side=s.max_image_side)
-    return data, {
-        "input_format": info.format,
-        "input_height": int(image.shape[0]),
-        "input_width": int(image.shape[1]),
-        "input_sha256": hashlib.sha256(data).hexdigest(),
-        "input_name": f"input{SUFFIX[info.format]}",
-    }
-
-
 def _submit(
     kind: str,
     state: ServiceState,
     params: dict[str, Any],
-    data: bytes,
+    upload: Upload,
     idempotency_key: str | None,
     principal: str,
 ) -> Any:
     def store_upload(job_id: str) -> dict[str, Any]:
-        state.store.save_upload(job_id, io.BytesIO(data), SUFFIX[params["input_format"]])
+        state.store.save_upload(job_id, io.BytesIO(upload.data), SUFFIX[upload.info.format])
         return {}
 
     return state.submitter.submit(
@@ -89,6 +75,33 @@ def _submit(
     )
 
 
+async def _admit_upload(
+    request: Request,
+    state: ServiceState,
+    kind: InputKind,
+    file: UploadFile,
+    *,
+    scale: int | None = None,
+    resolution: str | None = None,
+) -> Upload:
+    """Queue room, then the header, then the decode and the worker's checks: each step only if the last passed."""
+    await run_in_threadpool(state.submitter.check_room)
+    upload = await read_header(file, state.settings)
+    if scale is not None:
+        check_output_size(state, upload.info.height, upload.info.width, factor=scale)
+    await run_in_threadpool(ensure_model_available, state, "mambo")
+    summary = await run_in_threadpool(bundle_summary, state, "mambo")
+    return await decode_and_check(
+        upload,
+        request.app.state.decode_budget,
+        kind,
+        tile=tile_size(summary),
+        preprocess=preprocess_config(summary),
+        scale=scale,
+        resolution=resolution,
+    )
+
+
 @router.post(
     "/super-resolve",
     status_code=202,
@@ -96,7 +109,7 @@ def _submit(
     summary="Queue a super-resolution job",
     responses=_UPLOAD_RESPONSES,
 )
-def super_resolve(
+async def super_resolve(
     request: Request,
     response: Response,
     state: StateDep,
@@ -107,14 +120,12 @@ def super_resolve(
     idempotency_key: IdempotencyKeyDep = None,
 ) -> JobAccepted:
     _require("models.superres", "super-resolution")
-    data, info = _validated_upload(state, file)
-    check_output_size(state, info["input_height"], info["input_width"], factor=params.scale)
-    ensure_model_available(state, "mambo")
-    check_superres_request(state, info["input_height"], info["input_width"], params.scale)
-    sub = _submit("super-resolve", state, {**params.model_dump(), **info}, data, idempotency_key, principal)
+    upload = await _admit_upload(request, state, "super-resolve", file, scale=params.scale)
+    job_params = {**params.model_dump(), **upload.params()}
+    sub = await run_in_threadpool(_submit, "super-resolve", state, job_params, upload, idempotency_key, principal)
     if not sub.replayed:
         metrics.submitted.labels(kind="super-resolve").inc()
-    return accepted(request, response, sub)
+    return await run_in_threadpool(accepted, request, response, sub)
 
 
 @router.post(
@@ -124,7 +135,7 @@ def super_resolve(
     summary="Queue an anomaly-map job",
     responses=_UPLOAD_RESPONSES,
 )
-def anomaly_map(
+async def anomaly_map(
     request: Request,
     response: Response,
     state: StateDep,
@@ -134,9 +145,9 @@ def anomaly_map(
     file: Annotated[UploadFile, File(description="Mammogram to analyse: DICOM, 8/16-bit PNG or TIFF.")],
     idempotency_key: IdempotencyKeyDep = None,
 ) -> JobAccepted:
-    data, info = _validated_upload(state, file)
-    ensure_model_available(state, "mambo")
-    sub = _submit("anomaly-map", state, {**params.model_dump(), **info}, data, idempotency_key, principal)
+    upload = await _admit_upload(request, state, "anomaly-map", file, resolution=params.resolution)
+    job_params = {**params.model_dump(), **upload.params()}
+    sub = await run_in_threadpool(_submit, "anomaly-map", state, job_params, upload, idempotency_key, principal)
     if not sub.replayed:
         metrics.submitted.labels(kind="anomaly-map").inc()
-    return accepted(request, response, sub)
+    return await run_in_threadpool(accepted, request, response, sub)
