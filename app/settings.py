@@ -74,6 +74,11 @@ class Settings(BaseSettings):
 
     # Jobs.
     job_timeout_s: int = Field(default=6 * 3600, gt=0, description="Hard limit for one job.")
+    max_job_evaluations: int = Field(
+        default=250_000,
+        gt=0,
+        description="Per-request limit on a job's estimated model evaluations (256x256-tile equivalents).",
+    )
     job_retries: int = Field(default=1, ge=0)
     heartbeat_s: int = Field(default=10, gt=0, description="Worker heartbeat interval.")
 

@@ -50,6 +50,12 @@ class PayloadTooLargeError(BadInputError):
     code = "payload_too_large"
 
 
+class CostLimitError(BadInputError):
+    """A job's estimated work is over the per-request limit, or would outlast the job timeout."""
+
+    code = "over_cost_limit"
+
+
 class BundleNotFoundError(MammogenError):
     """The checkpoint bundle a job needs is not configured or not on disk."""
 
@@ -147,6 +153,7 @@ ALL_ERRORS: tuple[type[MammogenError], ...] = (
     UnsupportedMediaError,
     MetricUnavailableError,
     PayloadTooLargeError,
+    CostLimitError,
     BundleNotFoundError,
     BundleIntegrityError,
     CancelledError,

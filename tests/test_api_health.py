@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from workers.sizing import job_timeout_s
+from workers.estimates import job_cost, job_timeout_s
 
 
 def test_readyz_is_503_naming_redis_when_redis_is_unreachable(tmp_path):
@@ -48,17 +48,18 @@ def test_openapi_documents_every_endpoint_with_examples(tmp_path):
 
 
 def test_job_timeouts_grow_with_the_work_and_stay_under_the_cap():
-    small = job_timeout_s("generate", {"model": "mambo", "height": 512, "width": 512, "steps": 10}, 10**6)
-    large = job_timeout_s("generate", {"model": "mambo", "height": 3840, "width": 3072, "steps": 50}, 10**6)
+    def timeout(kind: str, params: dict, cap: int = 10**6, geometry: dict | None = None) -> int:
+        return job_timeout_s(job_cost(kind, params, geometry), cap)
+
+    small = timeout("generate", {"model": "mambo", "height": 512, "width": 512, "steps": 10})
+    large = timeout("generate", {"model": "mambo", "height": 3840, "width": 3072, "steps": 50})
     assert 120 < small < large
-    assert job_timeout_s("generate", {"model": "mambo", "height": 8192, "width": 8192, "steps": 1000}, 3600) == 3600
+    assert timeout("generate", {"model": "mambo", "height": 8192, "width": 8192, "steps": 1000}, 3600) == 3600
     # finer tiles (a demo bundle's s = 64) mean more, cheaper evaluations: 768 x 576 at 50 steps measured
     # ~740 s on 2 busy CPU cores; the timeout leaves headroom over that
-    demo = job_timeout_s(
-        "generate", {"model": "mambo", "height": 768, "width": 576, "steps": 50}, 10**6, {"s": 64, "overlap": 8, "k": 3}
+    demo = timeout(
+        "generate", {"model": "mambo", "height": 768, "width": 576, "steps": 50}, 10**6, {"s": 64, "overlap": 8}
     )
     assert 2 * 740 < demo < 4 * 3600
-    sr = job_timeout_s("super-resolve", {"scale": 16, "input_height": 256, "input_width": 192, "steps": 50}, 10**6)
-    assert sr > job_timeout_s(
-        "super-resolve", {"scale": 2, "input_height": 256, "input_width": 192, "steps": 50}, 10**6
-    )
+    sr16 = timeout("super-resolve", {"scale": 16, "input_height": 256, "input_width": 192, "steps": 50})
+    assert sr16 > timeout("super-resolve", {"scale": 2, "input_height": 256, "input_width": 192, "steps": 50})

@@ -1,4 +1,4 @@
-"""Queued ETAs and Retry-After come from how long this queue's jobs really took."""
+"""ETAs and Retry-After come from one cost estimate, calibrated on how long this queue's jobs really took."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from rq import Queue
 
 from app.api.schemas import GenerateRequest
 from tests.service_support import dualview_bundle, purge_queue, redis_conn, unique_queue  # noqa: F401
-from workers.estimates import mean_run_seconds, queued_eta_seconds, retry_after_seconds
+from workers.estimates import (
+    DEFAULT_SECONDS_PER_WORK,
+    job_cost,
+    queued_eta_seconds,
+    retry_after_seconds,
+    seconds_per_work,
+)
 from workers.queueing import SERIALIZER
 from workers.runtime import WorkerRuntime
 from workers.store import ResultStore
@@ -17,21 +23,29 @@ from workers.worker import MammogenWorker
 pytestmark = pytest.mark.integration
 
 
-def test_estimates_follow_the_measured_run_times(redis_conn, dualview_bundle, tmp_path):  # noqa: F811
+def test_seconds_per_evaluation_are_measured_on_finished_jobs(redis_conn, dualview_bundle, tmp_path):  # noqa: F811
     name = unique_queue("estimates")
     queue = Queue(name, connection=redis_conn, serializer=SERIALIZER)
     try:
-        assert mean_run_seconds(queue) is None and retry_after_seconds(queue, default=7) == 7
+        assert seconds_per_work(queue) == DEFAULT_SECONDS_PER_WORK and retry_after_seconds(queue, default=7) == 7
         sub = Submitter(queue, max_queue_length=5, result_ttl_s=600, retries=0)
-        for seed in (1, 2):
-            params = GenerateRequest(model="dualview", steps=2, seed=seed, formats=["npy"]).model_dump()
-            sub.submit("generate", params, timeout_s=300)
+        works = []
+        for seed, steps in ((1, 2), (2, 6)):
+            params = GenerateRequest(model="dualview", steps=steps, seed=seed, formats=["npy"]).model_dump()
+            cost = job_cost("generate", params, None)
+            works.append(cost.work)
+            sub.submit("generate", params, timeout_s=300, estimate=cost.to_dict())
         runtime = WorkerRuntime(ResultStore(tmp_path), {"dualview": dualview_bundle})
         MammogenWorker([queue], connection=redis_conn, runtime=runtime, heartbeat_s=1).work(burst=True)
-        mean = mean_run_seconds(queue)
-        assert mean is not None and mean > 0
-        assert queued_eta_seconds(queue, 0) == pytest.approx(2 * mean, abs=0.1)
-        assert queued_eta_seconds(queue, 3) == pytest.approx(5 * mean, abs=0.1)  # no live worker: one at a time
-        assert retry_after_seconds(queue) == max(1, round(mean))
+        measured = seconds_per_work(queue)
+        assert measured != DEFAULT_SECONDS_PER_WORK and measured > 0
+        jobs = [queue.fetch_job(i) for i in queue.finished_job_registry.get_job_ids()]
+        run = sum((j.ended_at - j.started_at).total_seconds() for j in jobs)
+        assert measured == pytest.approx(run / sum(works), rel=1e-6)
+
+        params = GenerateRequest(model="dualview", steps=4, seed=3).model_dump()
+        cost = job_cost("generate", params, None)
+        queued = queue.fetch_job(sub.submit("generate", params, timeout_s=300, estimate=cost.to_dict()).job_id)
+        assert queued_eta_seconds(queue, queued, 0) == pytest.approx(measured * cost.work, abs=0.1)
     finally:
         purge_queue(redis_conn, name)

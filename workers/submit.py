@@ -81,6 +81,7 @@ class Submitter:
         principal: str = "",
         prepare: Callable[[str], dict[str, Any]] | None = None,
         discard: Callable[[str], None] | None = None,
+        estimate: dict[str, Any] | None = None,
     ) -> Submission:
         """Enqueue one job; ``prepare(job_id)`` (e.g. store the upload) runs only for a new job, and
         ``discard(job_id)`` undoes it when the job is refused after all (queue filled meanwhile)."""
@@ -109,7 +110,7 @@ class Submitter:
                 failure_ttl=self.result_ttl_s,
                 ttl=self.result_ttl_s,
                 retry=Retry(max=self.retries) if self.retries > 0 else None,
-                meta={"kind": kind, "fingerprint": fp, "submitted_at": time.time()},
+                meta={"kind": kind, "fingerprint": fp, "submitted_at": time.time(), "estimate": estimate},
                 description=f"{kind} {job_id}",
             )
             self._enqueue_bounded(job)

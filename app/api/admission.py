@@ -1,4 +1,4 @@
-"""Checks every new job passes before it is queued: model available, size bounds, timeout sizing."""
+"""Checks every new job passes before it is queued: model available, size bounds, cost, timeout sizing."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ from app.api.jobview import fetch_job, public_status
 from app.api.public import bundle_label, without_server_paths
 from app.api.schemas import JobAccepted
 from app.api.state import ServiceState
-from models.errors import BadInputError, BundleNotFoundError, PayloadTooLargeError
+from models.errors import BadInputError, BundleNotFoundError, CostLimitError, PayloadTooLargeError
 from models.preprocess import DEFAULT_PREPROCESS, PreprocessConfig
-from workers.sizing import job_timeout_s
+from workers.estimates import (
+    BASE_SECONDS,
+    DEFAULT_SECONDS_PER_WORK,
+    JobCost,
+    job_cost,
+    job_timeout_s,
+    seconds_per_work,
+)
 from workers.submit import Submission
 from workers.watchdog import live_workers
 
@@ -85,9 +92,34 @@ def check_generate_request(state: ServiceState, body: Any) -> None:
             raise BadInputError(f"{name} {value} is smaller than one {s}-pixel tile of the MAMBO bundle")
 
 
-def timeout_for(state: ServiceState, kind: str, params: dict[str, Any]) -> int:
+def admit_cost(
+    state: ServiceState, kind: str, params: dict[str, Any], *, breast_fraction: float | None = None
+) -> JobCost:
+    """The job's estimated cost (the one the ETAs use), refused when over the per-request limit or
+    when its estimated run would outlast the job timeout."""
     bundle_kind = "dualview" if params.get("model") == "dualview" else "mambo"
-    return job_timeout_s(kind, params, state.settings.job_timeout_s, _geometry(state, bundle_kind))
+    cost = job_cost(kind, params, _geometry(state, bundle_kind), breast_fraction=breast_fraction)
+    s = state.settings
+    if cost.work > s.max_job_evaluations:
+        raise CostLimitError(
+            f"this job needs an estimated {cost.work:,.0f} model evaluations (256x256-tile equivalents), over "
+            f"the per-request limit of {s.max_job_evaluations:,} (MAMMOGEN_MAX_JOB_EVALUATIONS): "
+            "use fewer steps, images or pixels"
+        )
+    per_work = seconds_per_work(state.queue)
+    seconds = BASE_SECONDS + cost.seconds(per_work)
+    if seconds > s.job_timeout_s:
+        source = "measured on this queue's recent jobs" if per_work != DEFAULT_SECONDS_PER_WORK else "default"
+        raise CostLimitError(
+            f"this job would run an estimated {seconds:,.0f} s ({cost.work:,.0f} evaluations at {per_work:.3g} s "
+            f"each, {source}), longer than the job timeout of {s.job_timeout_s:,} s (MAMMOGEN_JOB_TIMEOUT_S): "
+            "use fewer steps, images or pixels"
+        )
+    return cost
+
+
+def timeout_for(state: ServiceState, cost: JobCost) -> int:
+    return job_timeout_s(cost, state.settings.job_timeout_s)
 
 
 def accepted(request: Request, response: Response, sub: Submission) -> JobAccepted:

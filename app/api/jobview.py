@@ -11,7 +11,7 @@ from rq.job import Job, JobStatus
 
 from app.api.schemas import ErrorInfo, JobInfo, JobProgressInfo, ResultLink
 from models.errors import JobNotFoundError
-from workers.estimates import queued_eta_seconds
+from workers.estimates import queued_eta_seconds, remaining_work, seconds_per_work
 from workers.progress import cancel_requested
 from workers.queueing import SERIALIZER, make_queue
 from workers.watchdog import WORKER_LOST
@@ -92,9 +92,12 @@ def job_info(job: Job, connection: Redis, base_url: str) -> JobInfo:
             position = job.get_position()
         except NoSuchJobError:
             position = None
-        # nothing has run yet (or a retry starts over): the ETA is the wait plus one run
-        eta = queued_eta_seconds(make_queue(connection, job.origin), position) if position is not None else None
+        # nothing has run yet (or a retry starts over): the work ahead of it, then its own
+        queue = make_queue(connection, job.origin)
+        eta = queued_eta_seconds(queue, job, position) if position is not None else None
         progress = JobProgressInfo(fraction=0.0, eta_s=eta)
+    elif status == "running" and progress.eta_s is None and remaining_work(job) > 0:
+        progress.eta_s = round(seconds_per_work(make_queue(connection, job.origin)) * remaining_work(job), 1)
     return JobInfo(
         id=job.id,
         kind=meta.get("kind", "unknown"),

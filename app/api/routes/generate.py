@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from app.api.admission import (
     accepted,
+    admit_cost,
     check_generate_request,
     check_output_size,
     ensure_model_available,
@@ -27,7 +28,7 @@ router = APIRouter(tags=["jobs"])
         202: {"description": "Queued; poll the Location."},
         401: {"description": "Missing or wrong X-API-Key."},
         413: {"description": "Requested image exceeds the configured size bounds."},
-        422: {"description": "Invalid parameters."},
+        422: {"description": "Invalid parameters, or over the cost limit / job timeout (names both numbers)."},
         429: {"description": "Queue full; retry after Retry-After seconds."},
         503: {"description": "The model's bundle is missing."},
     },
@@ -45,10 +46,12 @@ def generate(
     ensure_model_available(state, body.model)
     check_generate_request(state, body)
     params = body.model_dump()
+    cost = admit_cost(state, "generate", params)
     sub = state.submitter.submit(
         "generate",
         params,
-        timeout_s=timeout_for(state, "generate", params),
+        timeout_s=timeout_for(state, cost),
+        estimate=cost.to_dict(),
         idempotency=idempotency_key,
         principal=principal,
     )

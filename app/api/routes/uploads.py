@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.admission import (
     accepted,
+    admit_cost,
     bundle_summary,
     check_output_size,
     ensure_model_available,
@@ -60,6 +61,8 @@ def _submit(
     idempotency_key: str | None,
     principal: str,
 ) -> Any:
+    cost = admit_cost(state, kind, params, breast_fraction=upload.breast_fraction)
+
     def store_upload(job_id: str) -> dict[str, Any]:
         state.store.save_upload(job_id, io.BytesIO(upload.data), SUFFIX[upload.info.format])
         return {}
@@ -67,7 +70,8 @@ def _submit(
     return state.submitter.submit(
         kind,
         params,
-        timeout_s=timeout_for(state, kind, params),
+        timeout_s=timeout_for(state, cost),
+        estimate=cost.to_dict(),
         idempotency=idempotency_key,
         principal=principal,
         prepare=store_upload,
