@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.service = ServiceState(settings, connection, queue, store, submitter)
         app_metrics.watch_queue(queue)
         watchdog = Watchdog(
-            [queue], store, interval_s=max(1.0, settings.heartbeat_s / 2), retention_s=settings.result_ttl_s
+            [queue], store, interval_s=max(0.5, settings.heartbeat_s / 4), retention_s=settings.result_ttl_s
         )
         watchdog.start()
         try:

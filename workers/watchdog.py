@@ -56,10 +56,22 @@ def reap_abandoned(queue: Queue) -> list[str]:
         meta["worker_lost"] = meta.get("worker_lost", 0) + 1
         if job.get_status() == JobStatus.FAILED:
             meta["error"] = WORKER_LOST
+        else:  # retried: the dead attempt's step and ETA say nothing about the next one
+            meta.pop("progress", None)
         job.meta = meta
         job.save_meta()
         log.warning("job %s lost its worker: now %s", job_id, job.get_status())
     return expired
+
+
+def clear_attempt(job: Job) -> None:
+    """Forget what an earlier attempt reported (progress, error) before a new one starts."""
+    meta = job.get_meta(refresh=True)
+    if "progress" in meta or "error" in meta:
+        meta.pop("progress", None)
+        meta.pop("error", None)
+        job.meta = meta
+        job.save_meta()
 
 
 def live_workers(connection: Redis, queue_name: str | None = None) -> list[dict[str, Any]]:

@@ -3,8 +3,9 @@
 The default forking `Worker` reloads the checkpoints in every work horse and breaks CUDA after
 fork, so the job runs in this process. What `SimpleWorker` lacks, this class adds:
 
-- a heartbeat thread (`workers.heartbeat`) so a killed worker's job is reaped within
-  ``3 x heartbeat_s`` instead of after its whole job timeout;
+- a heartbeat thread (`workers.heartbeat`) so a killed worker drops out of /readyz and its job
+  is reaped within ``2 x heartbeat_s + 1`` s (plus a watchdog tick) instead of its whole timeout;
+- a retry starts from a clean slate: the previous attempt's progress and error are cleared;
 - failures recorded as ``{error, detail, http_status}`` in the job meta, from the typed errors;
 - the retry policy: only failures that another attempt can fix are retried (not bad input,
   a missing bundle or a user's cancel); a cancelled job ends "stopped", never retried.
@@ -12,6 +13,7 @@ fork, so the job runs in this process. What `SimpleWorker` lacks, this class add
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sys
@@ -37,6 +39,7 @@ from workers import runtime as runtime_mod
 from workers.heartbeat import Heartbeat
 from workers.queueing import SERIALIZER
 from workers.runtime import WorkerRuntime
+from workers.watchdog import clear_attempt
 
 #: Errors a retry cannot fix (a timed-out job would only time out again).
 NOT_RETRYABLE: tuple[type[BaseException], ...] = (
@@ -99,7 +102,8 @@ class MammogenWorker(SimpleWorker):
         super().__init__(queues, **kwargs)
         self.runtime = runtime
         self.heartbeat_s = heartbeat_s
-        self.heartbeat_ttl = max(2, round(heartbeat_s * 3))
+        # two beats (one may be late) and a second of slack: what /readyz and the watchdog wait for
+        self.heartbeat_ttl = math.ceil(2 * heartbeat_s) + 1
         self._beat = Heartbeat(self, heartbeat_s, self.heartbeat_ttl, self._describe)
 
     def _describe(self) -> dict[str, Any]:
@@ -127,6 +131,7 @@ class MammogenWorker(SimpleWorker):
         return self.heartbeat_ttl
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        clear_attempt(job)
         execution = self.prepare_execution(job)
         self._beat.track(job, execution)
         try:
