@@ -23,7 +23,7 @@ from app.settings import Settings, get_settings
 from workers.queueing import DEFAULT_REDIS_URL, connect, connect_async, make_queue
 from workers.store import ResultStore
 from workers.submit import Submitter
-from workers.watchdog import Watchdog
+from workers.watchdog import Watchdog, heartbeat_ttl_s
 
 DESCRIPTION = """\
 Synthetic mammography as a job service. `POST /generate`, `/super-resolve` or `/anomaly-map`
@@ -61,7 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.service = ServiceState(settings, connection, queue, store, submitter)
         app_metrics.watch_queue(queue)
         watchdog = Watchdog(
-            [queue], store, interval_s=max(0.5, settings.heartbeat_s / 4), retention_s=settings.result_ttl_s
+            [queue],
+            store,
+            interval_s=max(0.5, settings.heartbeat_s / 4),
+            retention_s=settings.result_ttl_s,
+            grace_s=heartbeat_ttl_s(settings.heartbeat_s),
         )
         watchdog.start()
         try:

@@ -19,7 +19,7 @@ from typing import Any
 from rq.executions import Execution
 from rq.job import Job
 
-from workers.queueing import worker_alive_key
+from workers.queueing import REDIS_OUTAGE, worker_alive_key
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,16 @@ class Heartbeat(threading.Thread):
                 self.worker.maintain_heartbeats(*current)
 
     def run(self) -> None:
+        failing = False
         while not self._stop_event.wait(self.interval_s):
             try:
                 self.beat()
-            except Exception:  # a Redis blip must not kill the thread; the next beat retries
+                failing = False
+            except REDIS_OUTAGE as exc:  # an outage must not kill the thread; the next beat retries
+                if not failing:
+                    log.warning("heartbeat: Redis unreachable (%s); beating on", type(exc).__name__)
+                failing = True
+            except Exception:
                 log.exception("heartbeat failed")
 
     def stop(self) -> None:

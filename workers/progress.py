@@ -8,6 +8,7 @@ Meta writes are throttled: a tiny model can take hundreds of steps a second.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -15,7 +16,9 @@ from redis import Redis
 from rq.job import Job
 
 from models.progress import Progress
-from workers.queueing import cancel_key
+from workers.queueing import REDIS_OUTAGE, cancel_key
+
+log = logging.getLogger(__name__)
 
 
 def request_cancel(connection: Redis, job_id: str, ttl_s: int = 7 * 24 * 3600) -> None:
@@ -36,11 +39,16 @@ class JobProgress:
         self._last_write = 0.0
         self._last_cancel_check = 0.0
         self._cancelled = False
+        self._warned = False
 
     def set(self, **fields: Any) -> None:
-        """Merge fields into the job meta and save now."""
+        """Merge fields into the job meta and save now; during a Redis outage the job keeps computing
+        and the next report after it carries the news."""
         self.job.meta.update(fields)
-        self.job.save_meta()
+        try:
+            self.job.save_meta()
+        except REDIS_OUTAGE:
+            self._outage()
 
     def __call__(self, p: Progress) -> None:
         now = time.monotonic()
@@ -67,5 +75,14 @@ class JobProgress:
         now = time.monotonic()
         if now - self._last_cancel_check >= 0.05:
             self._last_cancel_check = now
-            self._cancelled = cancel_requested(self.connection, self.job.id)
+            try:
+                self._cancelled = cancel_requested(self.connection, self.job.id)
+            except REDIS_OUTAGE:  # unknown while Redis is away: keep going, ask again later
+                self._outage()
+                self._last_cancel_check = now + 1.0
         return self._cancelled
+
+    def _outage(self) -> None:
+        if not self._warned:
+            log.warning("job %s: Redis unreachable; computing on, progress resumes when it answers", self.job.id)
+            self._warned = True

@@ -6,8 +6,13 @@ serializer (pickle from Redis is unsafe and ties jobs to Python internals) and o
 
 from __future__ import annotations
 
+import logging
+import time
+
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -27,6 +32,30 @@ JOB_FUNCTIONS: dict[str, str] = {
 def connect(url: str) -> Redis:
     """A Redis client with short socket timeouts so a dead server fails fast instead of hanging."""
     return Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=10.0, health_check_interval=30)
+
+
+#: What an unreachable or hung Redis raises: an outage, not a fault of the job or the request.
+REDIS_OUTAGE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+
+
+def wait_for_redis(connection: Redis, log: logging.Logger, why: str = "", max_delay_s: float = 5.0) -> float:
+    """Block until Redis answers, retrying with backoff (0.5 s doubling to ``max_delay_s``); one warning
+    per outage instead of a traceback per attempt. Returns the seconds waited."""
+    t0, delay, warned = time.monotonic(), 0.5, False
+    while True:
+        try:
+            connection.ping()
+        except REDIS_OUTAGE as exc:
+            if not warned:
+                log.warning("Redis unreachable (%s); retrying with backoff%s", type(exc).__name__, why)
+                warned = True
+            time.sleep(delay)
+            delay = min(max_delay_s, delay * 2)
+            continue
+        waited = time.monotonic() - t0
+        if warned:
+            log.warning("Redis answers again after %.1f s", waited)
+        return waited
 
 
 def connect_async(url: str) -> AsyncRedis:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -20,7 +21,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
-from workers.queueing import SERIALIZER, WORKER_ALIVE_PATTERN
+from workers.queueing import REDIS_OUTAGE, SERIALIZER, WORKER_ALIVE_PATTERN
 from workers.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,11 @@ def reap_abandoned(queue: Queue) -> list[str]:
     return expired
 
 
+def heartbeat_ttl_s(heartbeat_s: float) -> int:
+    """How long a worker's keys outlive its last beat: two beats (one may be late) and a second of slack."""
+    return math.ceil(2 * heartbeat_s) + 1
+
+
 def clear_attempt(job: Job) -> None:
     """Forget what an earlier attempt reported (progress, error) before a new one starts."""
     meta = job.get_meta(refresh=True)
@@ -91,20 +97,42 @@ def live_workers(connection: Redis, queue_name: str | None = None) -> list[dict[
 
 
 class Watchdog(threading.Thread):
-    """Periodic reaping of abandoned jobs and clean-up of expired result files."""
+    """Periodic reaping of abandoned jobs and clean-up of expired result files.
 
-    def __init__(self, queues: list[Queue], store: ResultStore | None, interval_s: float, retention_s: float) -> None:
+    After Redis was unreachable (or when this process starts) it waits ``grace_s`` (a heartbeat TTL)
+    before reaping: until the workers have beaten again every running job looks abandoned, and
+    reaping it would cost it a retry for an outage that was not its fault.
+    """
+
+    def __init__(
+        self,
+        queues: list[Queue],
+        store: ResultStore | None,
+        interval_s: float,
+        retention_s: float,
+        grace_s: float = 0.0,
+    ) -> None:
         super().__init__(name="mammogen-watchdog", daemon=True)
         self.queues = queues
         self.store = store
         self.interval_s = interval_s
         self.retention_s = retention_s
+        self.grace_s = grace_s
         self._stop_event = threading.Event()
         self._last_cleanup = 0.0
+        self._redis_seen_at = time.monotonic()  # since when Redis has answered without a break
+        self._failing = False
 
     def tick(self) -> None:
         for q in self.queues:
-            reap_abandoned(q)
+            q.connection.ping()  # an outage raises here, before anything is judged abandoned
+        if self._failing:
+            log.warning("watchdog: Redis answers again; reaping resumes in %.0f s", self.grace_s)
+            self._failing = False
+            self._redis_seen_at = time.monotonic()
+        if time.monotonic() - self._redis_seen_at >= self.grace_s:
+            for q in self.queues:
+                reap_abandoned(q)
         if self.store is not None and time.monotonic() - self._last_cleanup > min(3600.0, self.retention_s / 4):
             self._last_cleanup = time.monotonic()
             removed = self.store.cleanup(self.retention_s)
@@ -115,6 +143,10 @@ class Watchdog(threading.Thread):
         while not self._stop_event.wait(self.interval_s):
             try:
                 self.tick()
+            except REDIS_OUTAGE as exc:
+                if not self._failing:
+                    log.warning("watchdog: Redis unreachable (%s)", type(exc).__name__)
+                self._failing = True
             except Exception:
                 log.exception("watchdog tick failed")
 

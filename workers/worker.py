@@ -6,6 +6,8 @@ fork, so the job runs in this process. What `SimpleWorker` lacks, this class add
 - a heartbeat thread (`workers.heartbeat`) so a killed worker drops out of /readyz and its job
   is reaped within ``2 x heartbeat_s + 1`` s (plus a watchdog tick) instead of its whole timeout;
 - a retry starts from a clean slate: the previous attempt's progress and error are cleared;
+- a Redis outage is ridden out: the job computes on, the loop and the job's end wait for Redis with
+  backoff, the process (and its loaded bundles) stays, and the outage never costs the job a retry;
 - failures recorded as ``{error, detail, http_status}`` in the job meta, from the typed errors;
 - the retry policy: only failures that another attempt can fix are retried (not bad input,
   a missing bundle or a user's cancel); a cancelled job ends "stopped", never retried.
@@ -17,6 +19,7 @@ import math
 import os
 import socket
 import sys
+import time
 import uuid
 from types import TracebackType
 from typing import Any
@@ -37,9 +40,9 @@ from models.errors import (
 )
 from workers import runtime as runtime_mod
 from workers.heartbeat import Heartbeat
-from workers.queueing import SERIALIZER
+from workers.queueing import REDIS_OUTAGE, SERIALIZER, wait_for_redis
 from workers.runtime import WorkerRuntime
-from workers.watchdog import clear_attempt
+from workers.watchdog import clear_attempt, heartbeat_ttl_s
 
 #: Errors a retry cannot fix (a timed-out job would only time out again).
 NOT_RETRYABLE: tuple[type[BaseException], ...] = (
@@ -85,6 +88,9 @@ def error_record(exc: BaseException | None) -> dict[str, Any]:
 
 
 class MammogenWorker(SimpleWorker):
+    #: RQ's dequeue backoff after a Redis error doubles up to this (RQ's default, 60 s, idles too long).
+    max_connection_wait_time = 5.0
+
     def __init__(
         self,
         queues: list[Queue] | list[str],
@@ -102,9 +108,9 @@ class MammogenWorker(SimpleWorker):
         super().__init__(queues, **kwargs)
         self.runtime = runtime
         self.heartbeat_s = heartbeat_s
-        # two beats (one may be late) and a second of slack: what /readyz and the watchdog wait for
-        self.heartbeat_ttl = math.ceil(2 * heartbeat_s) + 1
+        self.heartbeat_ttl = heartbeat_ttl_s(heartbeat_s)  # what /readyz and the watchdog wait for
         self._beat = Heartbeat(self, heartbeat_s, self.heartbeat_ttl, self._describe)
+        self._redis_lost_at = -math.inf
 
     def _describe(self) -> dict[str, Any]:
         return {
@@ -126,11 +132,69 @@ class MammogenWorker(SimpleWorker):
         finally:
             self._beat.stop()
 
+    # Redis outages ----------------------------------------------------------------------------
+    def wait_for_redis(self, why: str = "") -> None:
+        if wait_for_redis(self.connection, self.log, why) > 0.0:
+            self._redis_lost_at = time.monotonic()
+
+    def _outage(self, exc: BaseException) -> None:
+        if time.monotonic() - self._redis_lost_at > self.heartbeat_ttl:
+            self.log.warning("Worker %s: Redis unreachable (%s); carrying on", self.name, type(exc).__name__)
+        self._redis_lost_at = time.monotonic()
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """A missed beat is not fatal (RQ's loop would quit on it); the heartbeat thread keeps the TTLs."""
+        if pipeline is not None:
+            return super().heartbeat(timeout, pipeline)
+        try:
+            super().heartbeat(timeout)
+        except REDIS_OUTAGE as exc:
+            self._outage(exc)
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        if pipeline is not None:
+            return super().set_state(state, pipeline)
+        try:
+            super().set_state(state)
+        except REDIS_OUTAGE as exc:
+            self._state = state
+            self._outage(exc)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        try:
+            super().check_for_suspension(burst)
+        except REDIS_OUTAGE as exc:
+            self._outage(exc)
+
+    def run_maintenance_tasks(self) -> None:
+        """Skipped for a heartbeat TTL after an outage: every execution looks expired until its worker has
+        beaten again, and RQ's abandoned-job scan would burn their retries."""
+        if time.monotonic() - self._redis_lost_at < self.heartbeat_ttl:
+            return
+        try:
+            super().run_maintenance_tasks()
+        except REDIS_OUTAGE as exc:
+            self._outage(exc)
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """The job's result waits for Redis, however long the outage: it is finished work."""
+        self.wait_for_redis(f"; job {job.id} is recorded once it answers")
+        super().handle_execution_ended(job, queue, heartbeat_ttl)
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any, execution: Execution) -> None:
+        self.wait_for_redis(f"; job {job.id} is recorded once it answers")
+        super().handle_job_success(job, queue, started_job_registry, execution)
+
+    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry: Any = None, **kwargs: Any) -> None:
+        self.wait_for_redis(f"; job {job.id} is recorded once it answers")
+        super().handle_job_failure(job, queue, started_job_registry, **kwargs)
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """Short: the heartbeat thread extends it while the job runs, a dead worker lets it lapse."""
         return self.heartbeat_ttl
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        self.wait_for_redis()
         clear_attempt(job)
         execution = self.prepare_execution(job)
         self._beat.track(job, execution)
@@ -154,6 +218,9 @@ class MammogenWorker(SimpleWorker):
             self._stopped_job_id = job.id  # RQ marks it STOPPED and never retries it
         if isinstance(exc, NOT_RETRYABLE):
             job.retries_left = 0
+        elif isinstance(exc, REDIS_OUTAGE) and job.retries_left is not None:
+            job.retries_left += 1  # the retry RQ is about to take is on the infrastructure, not the job
+            self.wait_for_redis()
         if is_device_oom(exc):
             free_device_memory()  # the worker keeps serving; a retry may land on a freer device
         try:

@@ -21,7 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workers.queueing import DEFAULT_REDIS_URL, connect, make_queue
+    from workers.queueing import DEFAULT_REDIS_URL, connect, make_queue, wait_for_redis
     from workers.runtime import WorkerRuntime
     from workers.store import ResultStore
     from workers.worker import MammogenWorker, run_worker
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
     connection = connect(args.redis_url or settings.redis_url or DEFAULT_REDIS_URL)
-    connection.ping()
+    wait_for_redis(connection, logging.getLogger("mammogen.worker"), "; the worker starts once it answers")
     runtime = WorkerRuntime(
         store=ResultStore(settings.result_dir),
         bundle_paths={kind: settings.bundle_path(kind) for kind in ("mambo", "dualview")},
