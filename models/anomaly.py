@@ -1,8 +1,8 @@
 """Anomaly maps (paper §3.3): input -> training preprocessing -> noise to lambda -> healthy denoise -> residual.
 
-Input preparation lives in ``models/anomaly_input.py``, the model-free post-processing (residual,
-heat map, threshold, overlay) in ``models/anomaly_postprocess.py``; this module holds the request
-type, the diffusion part and the glue.
+The request type (``AnomalyConfig``) lives in ``models/requests.py``, input preparation in
+``models/anomaly_input.py``, the model-free post-processing (residual, heat map, threshold, overlay)
+in ``models/anomaly_postprocess.py``; this module holds the diffusion part and the glue.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +19,7 @@ from diffusers import UNet2DModel
 
 from models.anomaly_input import Prepared, prepare
 from models.anomaly_postprocess import (
-    BINARIZE_MODES,
-    STRONG_POST,
     BinarizeMode,
-    PostProcess,
     binarize,
     combine_residuals,
     eroded_region,
@@ -30,62 +27,19 @@ from models.anomaly_postprocess import (
     overlay,
     residual_map,
 )
-from models.bundle import Bundle, load_bundle
-from models.errors import BadInputError, BundleIntegrityError
-from models.geometry import MamboGeometry, area_downsample, crop, patch_conditioning, to_canvas
+from models.bundle import Bundle
+from models.errors import BadInputError
+from models.geometry import area_downsample, crop, patch_conditioning, to_canvas
 from models.intensity import IntensityMapping
-from models.preprocess import DEFAULT_PREPROCESS, PreprocessConfig
+from models.mambo import MamboPipeline
 from models.progress import CancelFn, ProgressFn, Reporter
+from models.requests import AnomalyConfig
 from models.sampling import CallStats, SamplerSpec, denoise, start_index_for_timestep, tile_generator, unet_predictor
-from models.schedulers import NOISE_SCHEDULE
 
-Resolution = Literal["global", "full"]
-RESOLUTIONS: tuple[str, ...] = ("global", "full")
+DEFAULT_CONFIG = AnomalyConfig()
 #: The map size the post-processing defaults are stated for (paper: the 256^2 global model).
 REFERENCE_SIDE = 256
 FULL_RES_MAX_MEDIAN = 9
-
-
-@dataclass(frozen=True)
-class AnomalyConfig:
-    """One anomaly-map request. Defaults: the paper's lambda = 700 with the stronger recipe (5 seeds, L1).
-
-    ``num_inference_steps`` spaces the sampler over the full 1000-step schedule; denoising starts at
-    the first scheduled timestep <= ``lam`` (DDPM with 1000 steps: timesteps lam..0, lam + 1 model calls).
-    """
-
-    lam: int = 700
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    sampler: str = "ddpm"
-    num_inference_steps: int = 1000
-    eta: float = 0.0
-    post: PostProcess = STRONG_POST
-    threshold_mode: BinarizeMode = "otsu"
-    threshold: float | None = None
-    resolution: Resolution = "global"
-    max_batch: int = 16
-
-    def validate(self) -> None:
-        """BadInputError for anything a caller could get wrong."""
-        if not 0 < int(self.lam) < 1000:
-            raise BadInputError(f"lambda must lie in 1..999 (of 1000 timesteps), got {self.lam}")
-        if not self.seeds:
-            raise BadInputError("at least one seed is needed")
-        if self.threshold_mode not in BINARIZE_MODES:
-            raise BadInputError(f"threshold mode must be one of {BINARIZE_MODES}, got {self.threshold_mode!r}")
-        if self.threshold_mode in ("fixed", "percentile") and self.threshold is None:
-            raise BadInputError(f"threshold mode {self.threshold_mode!r} needs --threshold")
-        if self.resolution not in RESOLUTIONS:
-            raise BadInputError(f"resolution must be one of {RESOLUTIONS}, got {self.resolution!r}")
-        if self.max_batch < 1:
-            raise BadInputError("max_batch must be >= 1")
-        try:
-            self.spec()
-        except ValueError as exc:
-            raise BadInputError(str(exc)) from exc
-
-    def spec(self, schedule: dict | None = None) -> SamplerSpec:
-        return SamplerSpec(self.sampler, int(self.num_inference_steps), float(self.eta), schedule)
 
 
 @dataclass
@@ -114,7 +68,7 @@ class AnomalyResult:
 def anomaly_from_reconstructions(
     prep: Prepared,
     reconstructions: Sequence[np.ndarray],
-    config: AnomalyConfig = AnomalyConfig(),
+    config: AnomalyConfig = DEFAULT_CONFIG,
     *,
     original: np.ndarray | None = None,
     breast: np.ndarray | None = None,
@@ -171,20 +125,16 @@ class AnomalyPipeline:
     native-resolution s x s patch touching the breast is noised to lambda and denoised by the
     stage-3 model, conditioned on the REAL local context and global image; overlapping patch
     reconstructions are averaged. Seeds are batched together (one generator each).
+
+    It runs on a MAMBO pipeline's networks, schedule, geometry and preprocessing chain (one bundle
+    loader: ``MamboPipeline.from_bundle``).
     """
 
-    def __init__(
-        self,
-        global_unet: UNet2DModel,
-        patch_unet: UNet2DModel | None = None,
-        schedule: dict[str, Any] | None = None,
-        geometry: MamboGeometry | None = None,
-        preprocess: PreprocessConfig = DEFAULT_PREPROCESS,
-    ) -> None:
-        self.global_unet, self.patch_unet = global_unet, patch_unet
-        self.schedule = dict(schedule or NOISE_SCHEDULE)
-        self.geometry = geometry or MamboGeometry()
-        self.preprocess = preprocess
+    def __init__(self, mambo: MamboPipeline) -> None:
+        self.mambo = mambo
+        self.global_unet: UNet2DModel = mambo.global_unet
+        self.patch_unet: UNet2DModel = mambo.patch_unet
+        self.schedule, self.geometry, self.preprocess = mambo.schedule, mambo.geometry, mambo.preprocess
 
     @classmethod
     def from_bundle(
@@ -193,16 +143,7 @@ class AnomalyPipeline:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> AnomalyPipeline:
-        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        if b.kind != "mambo":
-            raise BundleIntegrityError(f"bundle {b.path} is a {b.kind} bundle; anomaly maps need a mambo bundle")
-        return cls(
-            b.load_network("global", device, dtype),
-            b.load_network("patch", device, dtype),
-            schedule=b.schedule,
-            geometry=MamboGeometry.from_dict(b.geometry),
-            preprocess=b.preprocess,
-        )
+        return cls(MamboPipeline.from_bundle(bundle, device, dtype))
 
     @property
     def device(self) -> torch.device:
@@ -211,7 +152,7 @@ class AnomalyPipeline:
     def __call__(
         self,
         image: np.ndarray,
-        config: AnomalyConfig = AnomalyConfig(),
+        config: AnomalyConfig = DEFAULT_CONFIG,
         *,
         info: Any = None,
         callback: ProgressFn | None = None,
@@ -222,7 +163,6 @@ class AnomalyPipeline:
         ``info`` (an ImageInfo or DICOM dataset) lets PatientOrientation/laterality decide the flip.
         """
         t0 = time.perf_counter()
-        config.validate()
         # 1. preprocess with the chain the bundle was trained on, then build the global image
         prep = prepare(image, self.geometry, self.preprocess, info=info)
         reporter = Reporter(callback, cancel, stage_weights={"anomaly": 1.0})
@@ -237,13 +177,13 @@ class AnomalyPipeline:
             result = anomaly_from_reconstructions(prep, recons, config, original=prep.canonical, breast=prep.breast)
         reporter.finish_stage("anomaly")
         # 4. residual, eroded mask, median filter, threshold, small blobs dropped (in anomaly_from_reconstructions)
-        spec = config.spec(self.schedule)
+        spec, start = self._start(config)
         result.stats = {
             "lambda": int(config.lam),
-            "start_timestep": int(spec.scheduler().timesteps[start_index_for_timestep(spec, config.lam)]),
-            "seeds": list(config.seeds),
-            "sampler": config.sampler,
-            "num_inference_steps": int(config.num_inference_steps),
+            "start_timestep": int(spec.scheduler().timesteps[start]),
+            "seeds": list(config.options.seeds),
+            "sampler": config.options.sampler,
+            "steps": config.options.steps,
             "resolution": config.resolution,
             "residual": config.post.residual,
             "histogram_match": config.post.histogram_match,
@@ -258,7 +198,7 @@ class AnomalyPipeline:
         return result
 
     def _start(self, config: AnomalyConfig) -> tuple[SamplerSpec, int]:
-        spec = config.spec(self.schedule)
+        spec = self.mambo.spec(config.options)
         return spec, start_index_for_timestep(spec, int(config.lam))
 
     def reconstruct_global(
@@ -269,12 +209,12 @@ class AnomalyPipeline:
         spec, start = self._start(config)
         s = prep.global_image.shape[0]
         x0 = torch.from_numpy(IntensityMapping.to_model(prep.global_image))[None, None]
-        n = len(config.seeds)
+        n = len(config.options.seeds)
         out = denoise(
-            unet_predictor(self.global_unet, None, config.max_batch, calls),
+            unet_predictor(self.global_unet, None, config.options.max_batch, calls),
             spec,
             (n, 1, s, s),
-            [tile_generator(seed, "anomaly-global", 0) for seed in config.seeds],
+            [tile_generator(seed, "anomaly-global", 0) for seed in config.options.seeds],
             device=self.device,
             init_x0=x0.expand(n, 1, s, s),
             start_step=start,
@@ -300,20 +240,20 @@ class AnomalyPipeline:
         g = torch.from_numpy(IntensityMapping.to_model(prep.global_image))
         grid = plan.patch_grid
         tiles = [(i, j) for i, j in grid.raster() if prep.breast[grid.box(i, j).slices].any()]
-        jobs = [(seed_i, t) for seed_i in range(len(config.seeds)) for t in tiles]
-        chunks = [jobs[a : a + config.max_batch] for a in range(0, len(jobs), config.max_batch)]
+        jobs = [(seed_i, t) for seed_i in range(len(config.options.seeds)) for t in tiles]
+        chunks = [jobs[a : a + config.options.max_batch] for a in range(0, len(jobs), config.options.max_batch)]
         steps = len(spec.scheduler().timesteps) - start
         total = max(len(chunks) * steps, 1)
-        acc = torch.zeros(len(config.seeds), grid.height, grid.width)
+        acc = torch.zeros(len(config.options.seeds), grid.height, grid.width)
         weight = torch.zeros(grid.height, grid.width)
         for c, chunk in enumerate(chunks):
             boxes = [grid.box(*t) for _, t in chunk]
             cond = torch.stack([patch_conditioning(mid, g, b, plan) for b in boxes])
             x0 = denoise(
-                unet_predictor(self.patch_unet, cond.to(self.device), config.max_batch, calls),
+                unet_predictor(self.patch_unet, cond.to(self.device), config.options.max_batch, calls),
                 spec,
                 (len(chunk), 1, s, s),
-                [tile_generator(config.seeds[si], "anomaly-patch", grid.index(*t)) for si, t in chunk],
+                [tile_generator(config.options.seeds[si], "anomaly-patch", grid.index(*t)) for si, t in chunk],
                 device=self.device,
                 init_x0=torch.stack([crop(full, b) for b in boxes])[:, None],
                 start_step=start,
@@ -325,7 +265,7 @@ class AnomalyPipeline:
                     weight[b.slices] += 1.0
         covered = weight > 0
         recons = []
-        for si in range(len(config.seeds)):
+        for si in range(len(config.options.seeds)):
             r = torch.where(covered, acc[si] / weight.clamp(min=1.0), torch.full_like(weight, -1.0))
             recons.append(IntensityMapping.from_model(r[:h, :w]).numpy().astype(np.float32))
         return recons

@@ -256,6 +256,14 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     return bundle
 
 
+def open_bundle(bundle: Bundle | str | os.PathLike[str], kind: BundleKind) -> Bundle:
+    """The one way pipelines get their bundle: a loaded one as is, a path loaded and verified; of ``kind``."""
+    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    if b.kind != kind:
+        raise BundleIntegrityError(f"bundle {b.name} is a {b.kind} bundle, not a {kind} one")
+    return b
+
+
 def _check_networks(kind: str, names: set[str]) -> None:
     if kind not in NETWORKS:
         raise ValueError(f"unknown bundle kind {kind!r}; choose one of {sorted(NETWORKS)}")

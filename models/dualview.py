@@ -26,14 +26,16 @@ import numpy as np
 import torch
 from diffusers import UNet2DModel
 
+from models.bundle import Bundle, open_bundle
 from models.errors import BadInputError, BundleIntegrityError
-from models.intensity import DEFAULT_INTENSITY, IntensityMapping
+from models.intensity import IntensityMapping
 from models.metrics.dualview_stats import PERCENTILE_CLIP, third_channel_error
+from models.options import DEFAULT_OPTIONS, SamplingOptions
 from models.progress import CancelFn, ProgressFn, Reporter
-from models.sampling import CallStats, SamplerSpec, denoise, unet_predictor
-from models.schedulers import NOISE_SCHEDULE, SAMPLERS
+from models.requests import GenerationRequest, Laterality, chest_wall_side
+from models.sampling import CallStats, SamplerSpec, denoise, tile_generator, unet_predictor
+from models.schedulers import NOISE_SCHEDULE
 
-Laterality = Literal["L", "R"]
 ChestWall = Literal["left", "right"]
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -72,16 +74,6 @@ def postprocess(rgb: np.ndarray, clip: IntensityMapping = PERCENTILE_CLIP) -> np
     return np.stack([clip.normalize_raw(sample) for sample in rgb])
 
 
-def chest_wall_side(laterality: Laterality) -> ChestWall:
-    """Where the chest wall sits in a standard mammogram display: right breast on the right, left on the left.
-
-    (DICOM PatientOrientation R-CC is P\\L: columns run toward posterior, the chest wall.)
-    """
-    if laterality not in ("L", "R"):
-        raise BadInputError(f"laterality must be 'L' or 'R', got {laterality!r}")
-    return "right" if laterality == "R" else "left"
-
-
 def orient(image: ArrayT, laterality: Laterality | None, generated_chest_wall: ChestWall) -> ArrayT:
     """Mirror a generated view (…, H, W) so it shows a ``laterality`` breast; None keeps it as generated."""
     if laterality is None or chest_wall_side(laterality) == generated_chest_wall:
@@ -114,7 +106,6 @@ class DualViewPipeline:
         self,
         unet: UNet2DModel | torch.nn.Module,
         schedule: dict[str, Any] | None = None,
-        intensity: IntensityMapping = DEFAULT_INTENSITY,
         *,
         chest_wall: ChestWall = "left",
         name: str = "dualview",
@@ -129,7 +120,6 @@ class DualViewPipeline:
             raise BundleIntegrityError(f"chest_wall must be 'left' or 'right', got {chest_wall!r}")
         self.unet = unet
         self.schedule = {**NOISE_SCHEDULE, **(schedule or {})}
-        self.intensity = intensity
         self.chest_wall: ChestWall = chest_wall
         self.name, self.version = name, version
         size = cfg.sample_size or DEFAULT_SIZE
@@ -137,54 +127,53 @@ class DualViewPipeline:
 
     @classmethod
     def from_bundle(
-        cls, bundle_or_path: Any, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32
+        cls,
+        bundle: Bundle | str | os.PathLike[str],
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
     ) -> DualViewPipeline:
-        """Load a ``kind: dualview`` bundle (verified) and its one network ``dualview`` onto ``device``."""
-        from models.acceleration import parse_dtype
-        from models.bundle import load_bundle
-
-        bundle = load_bundle(bundle_or_path) if isinstance(bundle_or_path, str | os.PathLike) else bundle_or_path
-        if bundle.kind != "dualview":
-            raise BundleIntegrityError(f"{bundle.path} is a {bundle.kind!r} bundle, not a dual-view one")
-        unet = bundle.load_network(NETWORK, device=device, dtype=parse_dtype(dtype)).eval()
-        manifest = bundle.manifest
-        geometry = manifest.get("geometry") or {}
+        """A ``kind: dualview`` bundle (verified) with its one network ``dualview`` on ``device``."""
+        b = open_bundle(bundle, "dualview")
         return cls(
-            unet,
-            schedule=manifest.get("schedule"),
-            intensity=IntensityMapping.from_dict(manifest.get("intensity") or {}),
-            chest_wall=geometry.get("chest_wall", "left"),
-            name=bundle.name,
-            version=bundle.version,
+            b.load_network(NETWORK, device, dtype),
+            schedule=b.schedule,
+            chest_wall=b.geometry.get("chest_wall", "left"),
+            name=b.name,
+            version=b.version,
         )
 
     @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
+    def run(
+        self, request: GenerationRequest, callback: ProgressFn | None = None, cancel: CancelFn | None = None
+    ) -> DualViewResult:
+        """A generation request (``model: dualview``): one pair per seed, shown as ``request.laterality``."""
+        if request.model != "dualview":
+            raise BadInputError(f"a {request.model} request cannot run on the dual-view model")
+        return self(request.options, laterality=request.laterality, callback=callback, cancel=cancel)
+
     @torch.no_grad()
     def __call__(
         self,
-        count: int = 1,
+        options: SamplingOptions = DEFAULT_OPTIONS,
         *,
-        seed: int = 0,
-        num_inference_steps: int = 50,
-        sampler: str = "ddim",
-        eta: float = 0.0,
         laterality: Laterality | Sequence[Laterality | None] | None = None,
-        batch_size: int = 8,
         callback: ProgressFn | None = None,
         cancel: CancelFn | None = None,
     ) -> DualViewResult:
-        """Generate ``count`` pairs; sample i uses seed ``seed + i``, so batching never changes a sample.
+        """One pair per seed of ``options``, ``options.max_batch`` samples per network call; every sample
+        has its own generator, so batching never changes a sample.
 
         ``laterality``: one value for all pairs, one per pair, or None (as generated). Raises
         BadInputError for bad parameters and CancelledError between steps when ``cancel()`` is true.
         """
-        lats = self._check(count, num_inference_steps, sampler, eta, batch_size, laterality)
-        seeds = [seed + i for i in range(count)]
-        spec = SamplerSpec(sampler, num_inference_steps, eta, self.schedule)
-        reporter = Reporter(callback, cancel, {STAGE: float(count * num_inference_steps)})
+        seeds, batch_size = list(options.seeds), options.max_batch
+        count = len(seeds)
+        lats = self._lateralities(count, laterality)
+        spec = SamplerSpec(options, self.schedule)
+        reporter = Reporter(callback, cancel, {STAGE: float(count * options.steps)})
         calls = CallStats()
         n_chunks = -(-count // batch_size)
         t0 = time.perf_counter()
@@ -200,7 +189,7 @@ class DualViewPipeline:
         seconds = time.perf_counter() - t0
 
         # 2. model range -> [0, 1]; the paper's percentile clip; split into CC and MLO; restore laterality.
-        rgb = self.intensity.from_model(torch.cat(x0)).cpu().numpy().astype(np.float32)
+        rgb = IntensityMapping.from_model(torch.cat(x0)).cpu().numpy().astype(np.float32)
         cc, mlo = decode_pair(postprocess(rgb))
         cc = np.stack([orient(v, lat, self.chest_wall) for v, lat in zip(cc, lats, strict=True)])
         mlo = np.stack([orient(v, lat, self.chest_wall) for v, lat in zip(mlo, lats, strict=True)])
@@ -209,8 +198,8 @@ class DualViewPipeline:
             "sequential_model_calls": calls.sequential_calls,
             "seconds": round(seconds, 3),
             "seconds_per_pair": round(seconds / count, 3),
-            "sampler": sampler,
-            "num_inference_steps": num_inference_steps,
+            "sampler": options.sampler,
+            "steps": options.steps,
             "size": [self.height, self.width],
             "device": str(self.device),
         }
@@ -226,34 +215,19 @@ class DualViewPipeline:
     ) -> torch.Tensor:
         """Reverse diffusion of one batch with the shared denoiser (no conditioning, no known pixels):
         x_T ~ N(0, I) per sample, then predict the noise of all three channels and step, T times."""
-        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        generators = [tile_generator(s, STAGE, 0) for s in seeds]
         predict = unet_predictor(self.unet, None, max_batch, calls)
         shape = (len(seeds), 3, self.height, self.width)
         return denoise(predict, spec, shape, generators, device=self.device, on_step=on_step)
 
-    def _check(
-        self,
-        count: int,
-        steps: int,
-        sampler: str,
-        eta: float,
-        batch_size: int,
-        laterality: Laterality | Sequence[Laterality | None] | None,
+    @staticmethod
+    def _lateralities(
+        count: int, laterality: Laterality | Sequence[Laterality | None] | None
     ) -> list[Laterality | None]:
-        if count < 1:
-            raise BadInputError(f"count must be at least 1, got {count}")
-        if steps < 1 or steps > self.schedule["num_train_timesteps"]:
-            raise BadInputError(f"num_inference_steps must be in 1..{self.schedule['num_train_timesteps']}")
-        if sampler not in SAMPLERS:
-            raise BadInputError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        if batch_size < 1:
-            raise BadInputError(f"batch_size must be at least 1, got {batch_size}")
-        if not 0.0 <= eta <= 1.0:
-            raise BadInputError(f"eta must be in [0, 1], got {eta}")
         lats = [laterality] * count if laterality is None or isinstance(laterality, str) else list(laterality)
         if len(lats) != count:
             raise BadInputError(f"got {len(lats)} lateralities for {count} pairs")
         for lat in lats:
             if lat is not None:
                 chest_wall_side(lat)  # validates
-        return lats
+        return lats  # type: ignore[return-value]

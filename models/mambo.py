@@ -1,7 +1,7 @@
 """The MAMBO pipeline (paper Algorithm 2, three times): global image -> mid image -> full image.
 
     pipe = MamboPipeline.from_bundle("models/demo_bundles/demo-mambo")
-    result = pipe(3328, 2560, seed=1, num_inference_steps=50, sampler="ddim", stitching="wavefront")
+    result = pipe(3328, 2560, SamplingOptions(seeds=(1,), steps=50, sampler="ddim", stitching="wavefront"))
     result.image  # float32 H x W in [0, 1], chest wall on the chosen side
 
 Stage methods take and return images in [0, 1] so super-resolution can hand in a REAL global
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from diffusers import UNet2DModel
 
-from models.bundle import Bundle, load_bundle
+from models.bundle import Bundle, open_bundle
 from models.errors import BadInputError, BundleIntegrityError
 from models.geometry import (
     Box,
@@ -34,33 +34,23 @@ from models.geometry import (
 )
 from models.imaging.mask import breast_mask
 from models.intensity import IntensityMapping
+from models.options import DEFAULT_OPTIONS, SamplingOptions
 from models.preprocess import DEFAULT_PREPROCESS, PreprocessConfig
 from models.progress import CancelFn, ProgressFn, Reporter
+from models.requests import GenerationRequest
 from models.sampling import CallStats, SamplerSpec, denoise, tile_generator, unet_predictor
 from models.schedulers import NOISE_SCHEDULE
-from models.stitching import STITCHING_MODES, FusedWeights, StageStats, Stitching, denoise_grids
+from models.stitching import StageStats, denoise_grids
 
 ChestWall = Literal["left", "right"]
 STAGES: tuple[str, ...] = ("global", "local", "patch")
 DEFAULT_MAX_SIDE = 8192
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """Per-request sampling options shared by the three stages."""
-
-    seed: int = 0
-    spec: SamplerSpec = field(default_factory=SamplerSpec)
-    stitching: Stitching = "wavefront"
-    max_batch: int = 16
-    skip_background: bool = True
-    fused_weights: FusedWeights = "feather"
-
-
 @dataclass
 class MamboStats:
     sampler: str
-    num_inference_steps: int
+    steps: int
     stitching: str
     images: int = 1  # images denoised together; counts and seconds are for all of them
     stages: dict[str, StageStats] = field(default_factory=dict)
@@ -77,7 +67,7 @@ class MamboStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "sampler": self.sampler,
-            "num_inference_steps": self.num_inference_steps,
+            "steps": self.steps,
             "stitching": self.stitching,
             "images": self.images,
             "model_evaluations": self.model_evaluations,
@@ -110,6 +100,8 @@ class MamboPipeline:
         *,
         native_size: tuple[int, int] | None = None,
         max_side: int = DEFAULT_MAX_SIDE,
+        name: str = "mambo",
+        version: str = "",
     ) -> None:
         self.global_unet, self.local_unet, self.patch_unet = global_unet, local_unet, patch_unet
         self.schedule = dict(schedule or NOISE_SCHEDULE)
@@ -118,6 +110,7 @@ class MamboPipeline:
         g = self.geometry
         self.native_size = native_size or (g.k * g.s, g.k * g.s)
         self.max_side = max_side
+        self.name, self.version = name, version  # the bundle's, for output metadata
         for name, unet, cin in (("global", global_unet, 1), ("local", local_unet, 3), ("patch", patch_unet, 3)):
             if (unet.config.in_channels, unet.config.out_channels) != (cin, 1):
                 raise BundleIntegrityError(
@@ -134,9 +127,7 @@ class MamboPipeline:
         *,
         max_side: int = DEFAULT_MAX_SIDE,
     ) -> MamboPipeline:
-        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        if b.kind != "mambo":
-            raise BundleIntegrityError(f"bundle {b.path} is a {b.kind} bundle, not a mambo bundle")
+        b = open_bundle(bundle, "mambo")
         native = b.geometry.get("native_size")
         return cls(
             *(b.load_network(n, device, dtype) for n in STAGES),
@@ -145,6 +136,8 @@ class MamboPipeline:
             preprocess=b.preprocess,
             native_size=tuple(native) if native else None,
             max_side=max_side,
+            name=b.name,
+            version=b.version,
         )
 
     @property
@@ -165,128 +158,85 @@ class MamboPipeline:
 
     # ---- the whole pipeline ------------------------------------------------------------------------
 
+    def run(
+        self, request: GenerationRequest, callback: ProgressFn | None = None, cancel: CancelFn | None = None
+    ) -> list[MamboResult]:
+        """A generation request (``model: mambo``): one image per seed, in lock-step, chest wall on the
+        request's side. ``mammogen generate`` and the service's generate job both call this."""
+        if request.model != "mambo":
+            raise BadInputError(f"a {request.model} request cannot run on the MAMBO pipeline")
+        return self.generate_many(
+            request.height,
+            request.width,
+            request.options,
+            chest_wall=request.chest_wall,
+            callback=callback,
+            cancel=cancel,
+        )
+
     def __call__(
         self,
         height: int | None = None,
         width: int | None = None,
+        options: SamplingOptions = DEFAULT_OPTIONS,
         *,
-        seed: int = 0,
-        num_inference_steps: int = 50,
-        sampler: str = "ddim",
-        eta: float = 0.0,
-        stitching: Stitching = "wavefront",
-        max_batch: int = 16,
         chest_wall: ChestWall = "left",
-        skip_background: bool = True,
-        fused_weights: FusedWeights = "feather",
         callback: ProgressFn | None = None,
         cancel: CancelFn | None = None,
     ) -> MamboResult:
-        """One image; see :meth:`generate_many` for several seeds in lock-step."""
-        return self.generate_many(
-            height,
-            width,
-            seeds=[seed],
-            num_inference_steps=num_inference_steps,
-            sampler=sampler,
-            eta=eta,
-            stitching=stitching,
-            max_batch=max_batch,
-            chest_wall=chest_wall,
-            skip_background=skip_background,
-            fused_weights=fused_weights,
-            callback=callback,
-            cancel=cancel,
-        )[0]
+        """One image (``options`` holds its one seed); :meth:`generate_many` makes several in lock-step."""
+        if len(options.seeds) != 1:
+            raise BadInputError(f"one image takes one seed, got {len(options.seeds)}: use generate_many")
+        return self.generate_many(height, width, options, chest_wall=chest_wall, callback=callback, cancel=cancel)[0]
 
     def generate_many(
         self,
         height: int | None = None,
         width: int | None = None,
+        options: SamplingOptions = DEFAULT_OPTIONS,
         *,
-        seeds: Sequence[int] = (0,),
-        num_inference_steps: int = 50,
-        sampler: str = "ddim",
-        eta: float = 0.0,
-        stitching: Stitching = "wavefront",
-        max_batch: int = 16,
         chest_wall: ChestWall = "left",
-        skip_background: bool = True,
-        fused_weights: FusedWeights = "feather",
         callback: ProgressFn | None = None,
         cancel: CancelFn | None = None,
     ) -> list[MamboResult]:
-        """Images for several seeds denoised in lock-step: their tiles share every batch (a wave holds
-        its tiles of every image), so small waves fill the device. Image i equals a single run with
+        """One image per seed of ``options``, denoised in lock-step: their tiles share every batch (a wave
+        holds its tiles of every image), so small waves fill the device. Image i equals a single run with
         seeds[i] up to batched-arithmetic bits. The results share one stats object (images = len(seeds))."""
         height = self.native_size[0] if height is None else height
         width = self.native_size[1] if width is None else width
         plan = self.plan(height, width)
-        seeds = [int(v) for v in seeds]
-        if not seeds:
-            raise BadInputError("at least one seed is needed")
-        opts = self.options(
-            seeds[0], num_inference_steps, sampler, eta, stitching, max_batch, skip_background, fused_weights
-        )
         if chest_wall not in ("left", "right"):
             raise BadInputError(f"chest_wall must be 'left' or 'right', got {chest_wall!r}")
-        n = num_inference_steps
+        spec = self.spec(options)
+        n = options.steps
         weights = {"global": n, "local": plan.local_grid.n * n, "patch": plan.patch_grid.n * n}
         reporter = Reporter(callback, cancel, stage_weights=weights)
         reporter.check_cancel()
-        stats = MamboStats(sampler, n, stitching, images=len(seeds))
+        stats = MamboStats(options.sampler, n, options.stitching, images=len(options.seeds))
         t0 = time.perf_counter()
         # 1. stage 1: the global images, s x s, from pure noise
-        globals_, stats.stages["global"] = self.generate_global_batch(seeds, opts, reporter)
+        globals_, stats.stages["global"] = self.generate_global_batch(spec, reporter)
         # 2. stage 2: local contexts conditioned on the global image, stitched into the mid image
-        mids, stats.stages["local"] = self.generate_mid_batch(globals_, seeds, plan, opts, reporter)
+        mids, stats.stages["local"] = self.generate_mid_batch(globals_, plan, spec, reporter)
         # 3. stage 3: full-resolution patches conditioned on mid crops + global, stitched
-        fulls, stats.stages["patch"] = self.generate_full_batch(globals_, mids, seeds, plan, opts, reporter)
+        fulls, stats.stages["patch"] = self.generate_full_batch(globals_, mids, plan, spec, reporter)
         # 4. models see the breast facing left; mirror for a chest wall on the right
         if chest_wall == "right":
             fulls = [np.ascontiguousarray(f[:, ::-1]) for f in fulls]
         stats.seconds = time.perf_counter() - t0
         return [MamboResult(f, g, m, stats, plan) for f, g, m in zip(fulls, globals_, mids, strict=True)]
 
-    @staticmethod
-    def options(
-        seed: int = 0,
-        num_inference_steps: int = 50,
-        sampler: str = "ddim",
-        eta: float = 0.0,
-        stitching: str = "wavefront",
-        max_batch: int = 16,
-        skip_background: bool = True,
-        fused_weights: str = "feather",
-    ) -> RunOptions:
-        """Validated RunOptions; anything wrong is the caller's BadInputError."""
-        if stitching not in STITCHING_MODES:
-            raise BadInputError(f"stitching must be one of {STITCHING_MODES}, got {stitching!r}")
-        if fused_weights not in ("uniform", "feather"):
-            raise BadInputError(f"fused_weights must be 'uniform' or 'feather', got {fused_weights!r}")
-        if max_batch < 1:
-            raise BadInputError(f"max_batch must be >= 1, got {max_batch}")
-        try:
-            spec = SamplerSpec(sampler, int(num_inference_steps), float(eta), None)
-        except ValueError as exc:
-            raise BadInputError(str(exc)) from exc
-        return RunOptions(int(seed), spec, stitching, int(max_batch), bool(skip_background), fused_weights)  # type: ignore[arg-type]
+    def spec(self, options: SamplingOptions) -> SamplerSpec:
+        """The request's options on this bundle's noise schedule (built once per request, passed to every stage)."""
+        return SamplerSpec(options, self.schedule)
 
     # ---- stages (images in [0, 1], breast facing left) -------------------------------------------------
 
-    def _spec(self, opts: RunOptions) -> SamplerSpec:
-        return SamplerSpec(opts.spec.sampler, opts.spec.num_inference_steps, opts.spec.eta, self.schedule)
-
-    def generate_global(self, opts: RunOptions, reporter: Reporter | None = None) -> tuple[np.ndarray, StageStats]:
-        """Stage 1: an s x s image of the whole (padded) breast."""
-        images, stats = self.generate_global_batch([opts.seed], opts, reporter)
-        return images[0], stats
-
     def generate_mid(
-        self, global_image: np.ndarray, plan: MamboPlan, opts: RunOptions, reporter: Reporter | None = None
+        self, global_image: np.ndarray, plan: MamboPlan, spec: SamplerSpec, reporter: Reporter | None = None
     ) -> tuple[np.ndarray, StageStats]:
-        """Stage 2: the mid-resolution region (local grid height x width) conditioned on a global image."""
-        images, stats = self.generate_mid_batch([global_image], [opts.seed], plan, opts, reporter)
+        """Stage 2 for one seed: the mid-resolution region (local grid height x width) conditioned on a global image."""
+        images, stats = self.generate_mid_batch([global_image], plan, spec, reporter)
         return images[0], stats
 
     def generate_full(
@@ -294,21 +244,23 @@ class MamboPipeline:
         global_image: np.ndarray,
         mid_image: np.ndarray,
         plan: MamboPlan,
-        opts: RunOptions,
+        spec: SamplerSpec,
         reporter: Reporter | None = None,
     ) -> tuple[np.ndarray, StageStats]:
-        """Stage 3: the H x W image from a global image and a mid image (placed at the mid canvas' top-left)."""
-        images, stats = self.generate_full_batch([global_image], [mid_image], [opts.seed], plan, opts, reporter)
+        """Stage 3 for one seed: the H x W image from a global image and a mid image (at the mid canvas' top-left)."""
+        images, stats = self.generate_full_batch([global_image], [mid_image], plan, spec, reporter)
         return images[0], stats
 
     def generate_global_batch(
-        self, seeds: Sequence[int], opts: RunOptions, reporter: Reporter | None = None
+        self, spec: SamplerSpec, reporter: Reporter | None = None
     ) -> tuple[list[np.ndarray], StageStats]:
+        """Stage 1, one s x s image of the whole (padded) breast per seed of ``spec.options``."""
         reporter = reporter or Reporter()
+        seeds = spec.options.seeds
         s, t0, calls = self.geometry.s, time.perf_counter(), CallStats()
         x0 = denoise(
-            unet_predictor(self.global_unet, None, opts.max_batch, calls),
-            self._spec(opts),
+            unet_predictor(self.global_unet, None, spec.options.max_batch, calls),
+            spec,
             (len(seeds), 1, s, s),
             [tile_generator(seed, "global", 0) for seed in seeds],
             device=self.device,
@@ -322,28 +274,27 @@ class MamboPipeline:
     def generate_mid_batch(
         self,
         global_images: Sequence[np.ndarray],
-        seeds: Sequence[int],
         plan: MamboPlan,
-        opts: RunOptions,
+        spec: SamplerSpec,
         reporter: Reporter | None = None,
     ) -> tuple[list[np.ndarray], StageStats]:
+        """Stage 2 for every seed of ``spec.options`` (one global image each), in lock-step."""
         reporter = reporter or Reporter()
+        seeds = self._seeds_for(global_images, spec)
+        skip = spec.options.skip_background
         s = self.geometry.s
         gs = [self._to_model(g, (s, s), "global_image") for g in global_images]
         grid = plan.local_grid
         regions, stats = denoise_grids(
             self.local_unet,
-            self._spec(opts),
+            spec,
             grid,
             [partial(local_conditioning, g, plan=plan) for g in gs],
-            seeds=list(seeds),
+            seeds=seeds,
             stage="local",
-            stitching=opts.stitching,
-            max_batch=opts.max_batch,
-            actives=[self._active_tiles(grid, g, plan.mid_side // s, opts.skip_background) for g in global_images],
+            actives=[self._active_tiles(grid, g, plan.mid_side // s, skip) for g in global_images],
             device=self.device,
             on_step=lambda n, total: reporter.step("local", n, total),
-            fused_weights=opts.fused_weights,
         )
         reporter.finish_stage("local")
         return [self._to_image(r[0]) for r in regions], stats
@@ -352,29 +303,28 @@ class MamboPipeline:
         self,
         global_images: Sequence[np.ndarray],
         mid_images: Sequence[np.ndarray],
-        seeds: Sequence[int],
         plan: MamboPlan,
-        opts: RunOptions,
+        spec: SamplerSpec,
         reporter: Reporter | None = None,
     ) -> tuple[list[np.ndarray], StageStats]:
+        """Stage 3 for every seed of ``spec.options`` (one global and one mid image each), in lock-step."""
         reporter = reporter or Reporter()
+        seeds = self._seeds_for(global_images, spec)
+        skip = spec.options.skip_background
         s, k = self.geometry.s, self.geometry.k
         gs = [self._to_model(g, (s, s), "global_image") for g in global_images]
         mid_canvases = [to_canvas(self._check_mid(m, plan), plan.mid_side) for m in mid_images]
         grid = plan.patch_grid
         regions, stats = denoise_grids(
             self.patch_unet,
-            self._spec(opts),
+            spec,
             grid,
             [partial(_patch_condition, m, g, plan) for m, g in zip(mid_canvases, gs, strict=True)],
-            seeds=list(seeds),
+            seeds=seeds,
             stage="patch",
-            stitching=opts.stitching,
-            max_batch=opts.max_batch,
-            actives=[self._active_tiles(grid, self._to_image(m), k, opts.skip_background) for m in mid_canvases],
+            actives=[self._active_tiles(grid, self._to_image(m), k, skip) for m in mid_canvases],
             device=self.device,
             on_step=lambda n, total: reporter.step("patch", n, total),
-            fused_weights=opts.fused_weights,
         )
         reporter.finish_stage("patch")
         return [self._to_image(r[0, : plan.height, : plan.width]) for r in regions], stats
@@ -386,6 +336,12 @@ class MamboPipeline:
         return self._to_model(mid, mid.shape, "mid_image")
 
     # ---- helpers -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _seeds_for(images: Sequence[np.ndarray], spec: SamplerSpec) -> list[int]:
+        if len(images) != len(spec.options.seeds):
+            raise BadInputError(f"{len(images)} image(s) for {len(spec.options.seeds)} seed(s): give one seed each")
+        return list(spec.options.seeds)
 
     @staticmethod
     def _active_tiles(grid: TileGrid, previous: np.ndarray, factor: int, skip: bool) -> np.ndarray:

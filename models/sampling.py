@@ -5,9 +5,10 @@ denoised channels are replaced by their forward-noised values at the scheduler's
 sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, with one eps per tile drawn once (as the reference does).
 Conditioning channels go to the network clean at every step.
 
-Every tile owns a ``torch.Generator`` seeded from (seed, stage, tile index) that draws, in order,
-x_T, the known-region noise and the scheduler's stochastic noise, so a tile's result does not
-depend on which batch it was denoised in (wavefront == raster).
+The one seeding rule: every tile (and every dual-view sample, every anomaly reconstruction) owns a
+``torch.Generator`` seeded from (seed, stage, index) by :func:`tile_generator`, which draws, in
+order, x_T, the known-region noise and the scheduler's stochastic noise, so a result does not
+depend on which batch it was denoised in (wavefront == raster, lock-step == one at a time).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from diffusers import UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
-from models.schedulers import SAMPLERS, make_scheduler, scheduler_step
+from models.errors import BadInputError
+from models.options import SamplingOptions
+from models.schedulers import NOISE_SCHEDULE, make_scheduler, scheduler_step
 
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> predicted noise
 StepCallback = Callable[[int, int], None]  # (steps done, steps total) of this call
@@ -30,25 +33,25 @@ StepCallback = Callable[[int, int], None]  # (steps done, steps total) of this c
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """Which sampler, how many steps, eta (DDIM), on which noise schedule."""
+    """A request's (already validated) sampling options on a bundle's noise schedule: what every
+    denoising loop needs. Built once per request by the pipeline and passed down to every stage."""
 
-    sampler: str = "ddim"
-    num_inference_steps: int = 50
-    eta: float = 0.0
+    options: SamplingOptions
     schedule: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {SAMPLERS}")
-        if not 1 <= self.num_inference_steps <= 1000:
-            raise ValueError(f"num_inference_steps must be in 1..1000, got {self.num_inference_steps}")
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+        train_steps = int({**NOISE_SCHEDULE, **(self.schedule or {})}["num_train_timesteps"])
+        if self.options.steps > train_steps:
+            raise BadInputError(f"steps must be at most {train_steps} (the bundle's schedule), got {self.steps}")
+
+    @property
+    def steps(self) -> int:
+        return self.options.steps
 
     def scheduler(self) -> SchedulerMixin:
         """A fresh scheduler with its timesteps set (multistep history must not leak between batches)."""
-        sch = make_scheduler(self.sampler, self.schedule, self.eta)
-        sch.set_timesteps(self.num_inference_steps)
+        sch = make_scheduler(self.options.sampler, self.schedule)
+        sch.set_timesteps(self.options.steps)
         return sch
 
 
@@ -137,7 +140,7 @@ def denoise(
         # 2. predict the noise of the denoised channels (conditioning appended clean by the predictor)
         eps = predict(sch.scale_model_input(x, t), t)
         # 3. x_t -> x_{t-1}, with each element's stochastic noise from its own generator
-        x = scheduler_step(sch, eps, t, x, generators)
+        x = scheduler_step(sch, eps, t, x, generators, spec.options.eta)
         if on_step is not None:
             on_step(n + 1, len(timesteps))
     return x

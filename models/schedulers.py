@@ -7,15 +7,14 @@ fresh from it per batch, because multistep schedulers keep per-run history.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-Sampler = Literal["ddpm", "ddim", "dpmsolver"]
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmsolver")
+from models.options import SAMPLERS, Sampler
 
 #: The paper's forward process: 1000 linear betas 1e-4..0.02, epsilon prediction.
 NOISE_SCHEDULE: dict[str, Any] = {
@@ -27,12 +26,11 @@ NOISE_SCHEDULE: dict[str, Any] = {
 }
 
 
-def make_scheduler(sampler: Sampler | str, schedule: dict[str, Any] | None = None, eta: float = 0.0) -> SchedulerMixin:
+def make_scheduler(sampler: Sampler | str, schedule: dict[str, Any] | None = None) -> SchedulerMixin:
     """A fresh diffusers scheduler for ``sampler`` on ``schedule`` (default: the paper's).
 
     Every sampler starts at t = 999 ("trailing"/"linspace" spacing), never clips x0 (the reference
     does not), and DDPM/DDIM draw their stochastic noise from the generators passed to ``step``.
-    ``eta`` is remembered on the scheduler (``mammogen_eta``) and applied by :func:`scheduler_step`.
     """
     base = {**NOISE_SCHEDULE, **(schedule or {})}
     if sampler == "ddpm":
@@ -45,7 +43,6 @@ def make_scheduler(sampler: Sampler | str, schedule: dict[str, Any] | None = Non
         )
     else:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
-    sch.mammogen_eta = float(eta)
     return sch
 
 
@@ -55,11 +52,13 @@ def scheduler_step(
     timestep: torch.Tensor,
     sample: torch.Tensor,
     generators: list[torch.Generator] | None,
+    eta: float = 0.0,
 ) -> torch.Tensor:
-    """x_t -> x_{t-1}. One generator per batch element keeps per-tile noise independent of batching."""
+    """x_t -> x_{t-1}. One generator per batch element keeps per-tile noise independent of batching;
+    ``eta`` is DDIM's (the other samplers have none)."""
     kwargs: dict[str, Any] = {"generator": generators, "return_dict": False}
     if isinstance(scheduler, DDIMScheduler):
-        kwargs["eta"] = getattr(scheduler, "mammogen_eta", 0.0)
+        kwargs["eta"] = eta
     return scheduler.step(model_output, timestep, sample, **kwargs)[0]
 
 

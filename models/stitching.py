@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -22,10 +21,6 @@ from diffusers import UNet2DModel
 
 from models.geometry import BACKGROUND, Box, TileGrid, crop, tile_weights
 from models.sampling import CallStats, SamplerSpec, StepCallback, denoise, tile_generator, unet_predictor
-
-Stitching = Literal["raster", "wavefront", "fused"]
-STITCHING_MODES: tuple[str, ...] = ("raster", "wavefront", "fused")
-FusedWeights = Literal["uniform", "feather"]
 
 
 @dataclass
@@ -43,43 +38,6 @@ class StageStats:
         return asdict(self)
 
 
-def denoise_grid(
-    unet: UNet2DModel,
-    spec: SamplerSpec,
-    grid: TileGrid,
-    condition: Callable[[Box], torch.Tensor],
-    *,
-    seed: int,
-    stage: str,
-    stitching: Stitching = "wavefront",
-    max_batch: int = 16,
-    active: np.ndarray | None = None,
-    device: torch.device | str = "cpu",
-    on_step: StepCallback | None = None,
-    fused_weights: FusedWeights = "feather",
-) -> tuple[torch.Tensor, StageStats]:
-    """Denoise every active tile of ``grid``; returns the stitched (C, grid.height, grid.width) region.
-
-    condition(box) -> (Cc, s, s) clean context of the tile at ``box``; active: (rows, cols) bool,
-    False = skipped (owned pixels stay background).
-    """
-    canvases, stats = denoise_grids(
-        unet,
-        spec,
-        grid,
-        [condition],
-        seeds=[seed],
-        stage=stage,
-        stitching=stitching,
-        max_batch=max_batch,
-        actives=[active],
-        device=device,
-        on_step=on_step,
-        fused_weights=fused_weights,
-    )
-    return canvases[0], stats
-
-
 Tile = tuple[int, int, int]  # (image, row, column)
 
 
@@ -91,18 +49,18 @@ def denoise_grids(
     *,
     seeds: list[int],
     stage: str,
-    stitching: Stitching = "wavefront",
-    max_batch: int = 16,
     actives: list[np.ndarray | None] | None = None,
     device: torch.device | str = "cpu",
     on_step: StepCallback | None = None,
-    fused_weights: FusedWeights = "feather",
 ) -> tuple[list[torch.Tensor], StageStats]:
     """Several images on the same grid in lock-step: their tiles share batches, so a wave of w tiles
     becomes w x images tiles per call. Each image's result equals its single-image run (per-tile
-    generators seeded from that image's seed), up to batched-arithmetic bits."""
-    if stitching not in STITCHING_MODES:
-        raise ValueError(f"unknown stitching {stitching!r}; choose one of {STITCHING_MODES}")
+    generators seeded from that image's seed), up to batched-arithmetic bits. Stitching mode, batch
+    bound and fused weights come from ``spec.options``.
+
+    conditions[m](box) -> (Cc, s, s) clean context of image m's tile at ``box``; actives[m]: (rows,
+    cols) bool, False = skipped (owned pixels stay background)."""
+    stitching, max_batch = spec.options.stitching, spec.options.max_batch
     if len(conditions) != len(seeds):
         raise ValueError("one condition function and one seed per image")
     t0 = time.perf_counter()
@@ -114,9 +72,7 @@ def denoise_grids(
     canvases = [torch.full((channels, grid.height, grid.width), BACKGROUND, device=device) for _ in seeds]
     if stitching == "fused":
         if n_active:
-            canvases = _fused(
-                unet, spec, grid, conditions, act, seeds, stage, max_batch, device, on_step, calls, fused_weights
-            )
+            canvases = _fused(unet, spec, grid, conditions, act, seeds, stage, device, on_step, calls)
             stats.batches = 1
     else:
         # raster: the same tile of every image per batch; wavefront: a whole anti-diagonal of every image
@@ -124,7 +80,7 @@ def denoise_grids(
         batches = [[(m, i, j) for m in range(n_img) for i, j in g if act[m][i, j]] for g in groups]
         batches = [b for b in batches if b]
         stats.batches = len(batches)
-        total = len(batches) * spec.num_inference_steps
+        total = len(batches) * spec.steps
         for n, batch in enumerate(batches):
             boxes = [grid.box(i, j) for _, i, j in batch]
             known = torch.from_numpy(np.stack([grid.known_mask(i, j) for _, i, j in batch]))[:, None]
@@ -137,7 +93,7 @@ def denoise_grids(
                 device=device,
                 known_x0=torch.stack([crop(canvases[m], b) for (m, _, _), b in zip(batch, boxes, strict=True)]),
                 known_mask=known,
-                on_step=None if on_step is None else _offset(on_step, n * spec.num_inference_steps, total),
+                on_step=None if on_step is None else _offset(on_step, n * spec.steps, total),
             )
             for (m, i, j), box, tile in zip(batch, boxes, x0, strict=True):
                 own = grid.owned_box(i, j)
@@ -161,21 +117,19 @@ def _fused(
     actives: list[np.ndarray],
     seeds: list[int],
     stage: str,
-    max_batch: int,
     device: torch.device | str,
     on_step: StepCallback | None,
     calls: CallStats,
-    fused_weights: FusedWeights,
 ) -> list[torch.Tensor]:
     channels, s = int(unet.config.out_channels), grid.size
     tiles = [(m, grid.box(i, j)) for m in range(len(seeds)) for i, j in grid.raster() if actives[m][i, j]]
     cond = torch.stack([conditions[m](b) for m, b in tiles]).to(device)
-    w = tile_weights(s, grid.overlap, fused_weights).to(device)
+    w = tile_weights(s, grid.overlap, spec.options.fused_weights).to(device)
     wsum = torch.zeros(len(seeds), 1, grid.height, grid.width, device=device)
     for m, b in tiles:
         wsum[m, 0, b.y : b.y + s, b.x : b.x + s] += w
     covered = wsum > 0
-    tile_predict = unet_predictor(unet, cond, max_batch, calls)
+    tile_predict = unet_predictor(unet, cond, spec.options.max_batch, calls)
 
     def predict(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         # every tile predicts its noise; predictions are averaged where tiles overlap

@@ -17,54 +17,23 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models.bundle import Bundle
-from models.errors import BadInputError
 from models.geometry import MamboPlan
 from models.imaging.orientation import Orientation
 from models.mambo import MamboPipeline
 from models.preprocess import preprocess_image, validate_image
 from models.progress import CancelFn, ProgressFn, Reporter
+from models.requests import SuperResConfig
 
-StandIn = Literal["auto", "global", "mid"]
-STAND_INS: tuple[str, ...] = ("auto", "global", "mid")
-#: The paper's scales; any integer >= 2 (or an explicit target size) works.
-PAPER_SCALES: tuple[int, ...] = (4, 16)
+DEFAULT_CONFIG = SuperResConfig()
 #: ``auto`` uses the input as the mid image when it is at most this many times coarser than mid.
 MID_STAND_IN_RATIO = 1.5
-
-
-@dataclass(frozen=True)
-class SuperResConfig:
-    """Target size (``scale`` x the input, or ``height``/``width``) and the sampling options."""
-
-    scale: int | None = 4
-    height: int | None = None
-    width: int | None = None
-    seed: int = 0
-    num_inference_steps: int = 50
-    sampler: str = "ddim"
-    eta: float = 0.0
-    stitching: str = "wavefront"
-    max_batch: int = 16
-    skip_background: bool = True
-    stand_in: StandIn = "auto"
-
-    def target_size(self, h: int, w: int) -> tuple[int, int]:
-        if (self.height is None) != (self.width is None):
-            raise BadInputError("give both --height and --width, or neither")
-        if self.height is not None and self.width is not None:
-            if self.height < h or self.width < w:
-                raise BadInputError(f"target {self.height}x{self.width} is smaller than the {h}x{w} input")
-            return int(self.height), int(self.width)
-        if self.scale is None or int(self.scale) < 2:
-            raise BadInputError(f"scale must be an integer >= 2, got {self.scale!r}")
-        return h * int(self.scale), w * int(self.scale)
 
 
 @dataclass
@@ -125,15 +94,13 @@ class SuperResolutionPipeline:
     def __call__(
         self,
         image: np.ndarray,
-        config: SuperResConfig = SuperResConfig(),
+        config: SuperResConfig = DEFAULT_CONFIG,
         *,
         info: Any = None,
         callback: ProgressFn | None = None,
         cancel: CancelFn | None = None,
     ) -> SuperResResult:
         t0 = time.perf_counter()
-        if config.stand_in not in STAND_INS:
-            raise BadInputError(f"stand_in must be one of {STAND_INS}, got {config.stand_in!r}")
         mambo, g = self.mambo, self.mambo.geometry
         # 1. preprocess with the bundle's chain: breast mask, chest wall left, intensity mapping (, crop)
         pre = preprocess_image(image, info, mambo.preprocess)
@@ -144,15 +111,7 @@ class SuperResolutionPipeline:
         out_shape = config.target_size(*pre.source_shape)  # the input's frame at the target resolution
         _, _, H, W = pre.box_at(out_shape)  # the canonical region the models generate
         plan = mambo.plan(H, W)
-        opts = mambo.options(
-            config.seed,
-            config.num_inference_steps,
-            config.sampler,
-            config.eta,
-            config.stitching,
-            config.max_batch,
-            config.skip_background,
-        )
+        spec = mambo.spec(config.options)
         scale = max(H / h, W / w)
         stand_in = config.stand_in
         if stand_in == "auto":
@@ -160,7 +119,7 @@ class SuperResolutionPipeline:
         # 2. the input stands in for the global image: its region of the canvas, at s / L
         gh, gw = max(1, round(H * g.s / plan.canvas)), max(1, round(W * g.s / plan.canvas))
         global_image = _place(resize_image(low, (gh, gw)), g.s)
-        n = opts.spec.num_inference_steps
+        n = spec.steps
         weights = {"patch": plan.patch_grid.n * n}
         if stand_in == "global":
             weights["local"] = plan.local_grid.n * n
@@ -171,10 +130,10 @@ class SuperResolutionPipeline:
         if stand_in == "mid":
             mid_image = resize_image(low, (-(-H // g.k), -(-W // g.k)))
         else:
-            mid_image, local_stats = mambo.generate_mid(global_image, plan, opts, reporter)
+            mid_image, local_stats = mambo.generate_mid(global_image, plan, spec, reporter)
             stats["local"] = local_stats.to_dict()
         # 4. stage 3: native-resolution patches conditioned on mid crops + the global image
-        full, patch_stats = mambo.generate_full(global_image, mid_image, plan, opts, reporter)
+        full, patch_stats = mambo.generate_full(global_image, mid_image, plan, spec, reporter)
         stats["patch"] = patch_stats.to_dict()
         # 5. back to the input's intensity window (background 0), frame and orientation (and polarity)
         soft_breast = resize_image(breast.astype(np.float32), (H, W))
@@ -193,10 +152,10 @@ class SuperResolutionPipeline:
                 "inverted": pre.inverted,
                 "scale": round(scale, 4),
                 "stand_in": stand_in,
-                "sampler": opts.spec.sampler,
-                "num_inference_steps": n,
-                "stitching": opts.stitching,
-                "seed": opts.seed,
+                "sampler": config.options.sampler,
+                "steps": n,
+                "stitching": config.options.stitching,
+                "seed": config.options.seed,
                 "orientation": orientation.to_dict(),
                 "intensity_window": [round(lo, 6), round(hi, 6)],
                 "stages": stats,

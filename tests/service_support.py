@@ -68,6 +68,15 @@ def purge_queue(conn: Redis, name: str) -> None:
             conn.delete(key)
 
 
+def dualview_job(steps: int = 1, seed: int = 0, formats: tuple[str, ...] = ("png16",)) -> Any:
+    """A typed generate job for one dual-view pair (what POST /generate queues)."""
+    from models.options import SamplingOptions
+    from models.requests import GenerationRequest
+    from workers.job_requests import GenerateJob
+
+    return GenerateJob(GenerationRequest("dualview", options=SamplingOptions(steps=steps, seeds=(seed,))), formats)
+
+
 def make_dualview_bundle(path: Path, size: int = 32) -> Path:
     import torch
 

@@ -6,12 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from models.anomaly import AnomalyConfig, AnomalyPipeline, anomaly_from_reconstructions
+from models.anomaly import AnomalyPipeline, anomaly_from_reconstructions
 from models.anomaly_input import prepare
 from models.anomaly_postprocess import PAPER_POST
 from models.errors import BadInputError, CancelledError
 from models.geometry import MamboGeometry
+from models.mambo import MamboPipeline
 from models.metrics.segmentation import iou
+from models.options import SamplingOptions
+from models.requests import AnomalyConfig
 from models.unet import build_unet
 from training.phantoms import make_phantom_case
 
@@ -23,13 +26,20 @@ TINY = MamboGeometry(s=32, k=2, overlap=8)
 @pytest.fixture(scope="module")
 def tiny_pipeline() -> AnomalyPipeline:
     torch.manual_seed(0)
-    return AnomalyPipeline(build_unet("tiny", 1, 1, 32).eval(), build_unet("tiny", 3, 1, 32).eval(), geometry=TINY)
+    nets = [build_unet("tiny", c, 1, 32).eval() for c in (1, 3, 3)]
+    return AnomalyPipeline(MamboPipeline(*nets, geometry=TINY))
 
 
 def _fast(**kw) -> AnomalyConfig:
     """DDPM over the 1000-step schedule from a small lambda: lambda + 1 model calls, fast on CPU."""
-    base = {"lam": 3, "seeds": (0, 1), "sampler": "ddpm", "num_inference_steps": 1000}
-    return AnomalyConfig(**{**base, **kw})
+    base = {"lam": 3, "seeds": (0, 1), "sampler": "ddpm", "steps": 1000}
+    return _config(**{**base, **kw})
+
+
+def _config(**kw) -> AnomalyConfig:
+    """An AnomalyConfig from flat keywords: sampling ones go into its SamplingOptions."""
+    options = {k: kw.pop(k) for k in list(kw) if k in SamplingOptions.__dataclass_fields__}
+    return AnomalyConfig(**kw, options=SamplingOptions(**{"sampler": "ddpm", "steps": 1000, **options}))
 
 
 # --- the oracle: a perfect healthy reconstruction ---------------------------------------------------
@@ -165,19 +175,20 @@ def test_bad_images_fail_with_a_clear_bad_input_error(tiny_pipeline, image, mess
 
 
 @pytest.mark.parametrize(
-    ("config", "message"),
+    ("kw", "message"),
     [
-        (AnomalyConfig(lam=0), "lambda"),
-        (AnomalyConfig(lam=1000), "lambda"),
-        (AnomalyConfig(seeds=()), "seed"),
-        (AnomalyConfig(threshold_mode="percentile"), "needs --threshold"),
-        (AnomalyConfig(threshold_mode="median"), "threshold mode"),
-        (AnomalyConfig(sampler="euler"), "sampler"),
+        ({"lam": 0}, "lambda"),
+        ({"lam": 1000}, "lambda"),
+        ({"seeds": ()}, "seed"),
+        ({"threshold_mode": "percentile"}, "needs a threshold"),
+        ({"threshold_mode": "median"}, "threshold mode"),
+        ({"sampler": "euler"}, "sampler"),
+        ({"resolution": "half"}, "resolution"),
     ],
 )
-def test_bad_configurations_fail_with_a_clear_bad_input_error(config, message):
+def test_bad_configurations_fail_with_a_clear_bad_input_error(kw, message):
     with pytest.raises(BadInputError, match=message):
-        config.validate()
+        _config(**kw)
 
 
 def test_full_resolution_needs_an_image_of_at_least_one_tile(tiny_pipeline):

@@ -9,9 +9,10 @@ import pytest
 
 from app.cli.evaluate.anomaly import evaluate_cases, format_report, make_cases
 from app.cli.main import main
-from models.anomaly import AnomalyConfig, anomaly_from_reconstructions
+from models.anomaly import anomaly_from_reconstructions
 from models.anomaly_input import prepare
 from models.geometry import MamboGeometry
+from models.requests import AnomalyConfig
 from tests.test_superres_cli import tiny_bundle  # noqa: F401  (module-scoped fixture)
 
 

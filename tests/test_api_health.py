@@ -6,7 +6,10 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from models.options import SamplingOptions
+from models.requests import GenerationRequest, SuperResConfig
 from workers.estimates import job_cost, job_timeout_s
+from workers.job_requests import GenerateJob, StoredUpload, SuperResolveJob
 
 
 def test_readyz_is_503_naming_redis_when_redis_is_unreachable(tmp_path):
@@ -47,19 +50,25 @@ def test_openapi_documents_every_endpoint_with_examples(tmp_path):
     assert spec["paths"]["/generate"]["post"]["operationId"] == "generate"
 
 
-def test_job_timeouts_grow_with_the_work_and_stay_under_the_cap():
-    def timeout(kind: str, params: dict, cap: int = 10**6, geometry: dict | None = None) -> int:
-        return job_timeout_s(job_cost(kind, params, geometry), cap)
+def _generate(height: int, width: int, steps: int) -> GenerateJob:
+    return GenerateJob(GenerationRequest("mambo", height, width, options=SamplingOptions(steps=steps)))
 
-    small = timeout("generate", {"model": "mambo", "height": 512, "width": 512, "steps": 10})
-    large = timeout("generate", {"model": "mambo", "height": 3840, "width": 3072, "steps": 50})
+
+def _superres(scale: int, height: int, width: int) -> SuperResolveJob:
+    upload = StoredUpload("input.png", "png", height, width, "")
+    return SuperResolveJob(request=SuperResConfig(scale, options=SamplingOptions(steps=50)), upload=upload)
+
+
+def test_job_timeouts_grow_with_the_work_and_stay_under_the_cap():
+    def timeout(job: GenerateJob | SuperResolveJob, cap: int = 10**6, geometry: dict | None = None) -> int:
+        return job_timeout_s(job_cost(job, geometry), cap)
+
+    small = timeout(_generate(512, 512, 10))
+    large = timeout(_generate(3840, 3072, 50))
     assert 120 < small < large
-    assert timeout("generate", {"model": "mambo", "height": 8192, "width": 8192, "steps": 1000}, 3600) == 3600
+    assert timeout(_generate(8192, 8192, 1000), 3600) == 3600
     # finer tiles (a demo bundle's s = 64) mean more, cheaper evaluations: 768 x 576 at 50 steps measured
     # ~740 s on 2 busy CPU cores; the timeout leaves headroom over that
-    demo = timeout(
-        "generate", {"model": "mambo", "height": 768, "width": 576, "steps": 50}, 10**6, {"s": 64, "overlap": 8}
-    )
+    demo = timeout(_generate(768, 576, 50), 10**6, {"s": 64, "overlap": 8})
     assert 2 * 740 < demo < 4 * 3600
-    sr16 = timeout("super-resolve", {"scale": 16, "input_height": 256, "input_width": 192, "steps": 50})
-    assert sr16 > timeout("super-resolve", {"scale": 2, "input_height": 256, "input_width": 192, "steps": 50})
+    assert timeout(_superres(16, 256, 192)) > timeout(_superres(2, 256, 192))

@@ -22,6 +22,7 @@ from tests.service_support import (  # noqa: F401
     settings_for,
     unique_queue,
 )
+from workers.job_requests import GenerateJob
 from workers.queueing import SERIALIZER
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,9 @@ def test_new_job_is_202_with_location_and_is_queued(client):
     info = c.get(r.headers["Location"]).json()
     assert (info["status"], info["queue_position"], info["kind"]) == ("queued", 0, "generate")
     job = Job.fetch(job_id, connection=queue.connection, serializer=SERIALIZER)
-    assert job.kwargs["params"]["steps"] == 3 and job.timeout >= 120 and job.retries_left == 1
+    queued = GenerateJob.from_dict(job.kwargs["job"])  # a typed request, seed drawn from the client's
+    assert queued.request.options.steps == 3 and queued.request.options.seeds == (1,)
+    assert job.timeout >= 120 and job.retries_left == 1
 
 
 def test_second_job_reports_queue_position_one(client):
@@ -195,7 +198,7 @@ def test_sizes_the_pipeline_would_refuse_are_422_before_queueing(tmp_path, redis
             r = c.post("/super-resolve", files={"file": ("t.png", tiny, "image/png")}, data={"scale": "4"})
             assert r.status_code == 202
             r = c.post("/generate", json={"model": "dualview", "height": 512})
-            assert r.status_code == 422 and "fixed size" in r.json()["detail"]
+            assert r.status_code == 422 and "fixed size" in r.json()["detail"][0]["msg"]
             assert Queue(queue, connection=redis_conn, serializer=SERIALIZER).count == 2
     finally:
         purge_queue(redis_conn, queue)

@@ -19,6 +19,7 @@ from models.errors import BadInputError, BundleNotFoundError
 from models.imaging.dicom_write import write_dualview_pair
 from models.imaging.files import read_png, write_png16
 from models.intensity import DEFAULT_INTENSITY
+from models.options import SamplingOptions
 from models.schedulers import NOISE_SCHEDULE
 from models.unet import build_unet
 
@@ -50,7 +51,7 @@ def _run(argv: list[str], capsys) -> tuple[int, str]:
 def test_pipeline_loads_a_dualview_bundle_and_generates(bundle):
     pipe = DualViewPipeline.from_bundle(bundle)
     assert (pipe.height, pipe.width) == (SIZE, SIZE) and pipe.version == "0.0.1-test"
-    res = pipe(2, seed=1, num_inference_steps=2)
+    res = pipe(SamplingOptions(seeds=(1, 2), steps=2))
     assert res.cc.shape == (2, SIZE, SIZE)
 
 

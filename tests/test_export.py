@@ -14,6 +14,7 @@ from models.dualview import DualViewPipeline
 from models.errors import BadInputError
 from models.geometry import MamboGeometry
 from models.mambo import MamboPipeline
+from models.options import SamplingOptions
 from tests.test_datasets import breast
 from training.datasets import InMemoryImages
 from training.export import export_bundle, load_run_unet, read_run
@@ -59,7 +60,7 @@ def test_mambo_export_loads_verified_with_training_record(mambo_runs: dict[str, 
         x = torch.zeros(1, unet.config.in_channels, 16, 16)
         assert torch.isfinite(unet(x, torch.tensor([500])).sample).all()
     # ...and the MAMBO pipeline generates from it at the training images' native size
-    result = MamboPipeline.from_bundle(out)(seed=0, num_inference_steps=2)
+    result = MamboPipeline.from_bundle(out)(options=SamplingOptions(seeds=(0,), steps=2))
     assert result.image.shape == (96, 72) and np.isfinite(result.image).all()
     # the bundle holds the EMA weights of each run, rounded to fp16
     ema = read_run(mambo_runs["patch"])
@@ -116,6 +117,6 @@ def test_dualview_export_generates_pairs(tmp_path: Path) -> None:
     out = export_bundle("dualview", {"dualview": run}, tmp_path / "b", name="dv", version="0.1")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["geometry"] == {"size": 16, "chest_wall": "left"}
-    result = DualViewPipeline.from_bundle(out)(count=2, num_inference_steps=2)
+    result = DualViewPipeline.from_bundle(out)(SamplingOptions(seeds=(0, 1), steps=2))
     assert result.cc.shape == result.mlo.shape == (2, 16, 16)
     assert np.isfinite(result.cc).all()

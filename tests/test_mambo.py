@@ -9,6 +9,7 @@ import torch
 from models.errors import BadInputError, CancelledError
 from models.geometry import MamboGeometry
 from models.mambo import MamboPipeline, random_mambo_networks
+from models.options import SamplingOptions
 from tests.test_mambo_oracle import BoundedX0Net
 
 GEO = MamboGeometry(s=32, k=3, overlap=8)
@@ -25,6 +26,12 @@ def pipe(nets) -> MamboPipeline:
     return MamboPipeline(*(BoundedX0Net(nets[k]) for k in ("global", "local", "patch")), geometry=GEO)
 
 
+def gen(pipe, height=None, width=None, *, seed=0, chest_wall="left", callback=None, cancel=None, **options):
+    """One image, the test's keywords as the request's SamplingOptions."""
+    opts = SamplingOptions(seeds=(seed,), **options)
+    return pipe(height, width, opts, chest_wall=chest_wall, callback=callback, cancel=cancel)
+
+
 def _breast_global(s: int = 32) -> np.ndarray:
     """A half-disc against the left edge, background elsewhere: tiles far right/bottom-right are outside."""
     yy, xx = np.mgrid[0:s, 0:s]
@@ -33,9 +40,9 @@ def _breast_global(s: int = 32) -> np.ndarray:
 
 @pytest.mark.slow
 def test_wavefront_matches_raster(pipe):
-    kw = {"seed": 3, "num_inference_steps": 20, "sampler": "ddim", "skip_background": False}
-    raster = pipe(128, 96, stitching="raster", **kw)
-    wave = pipe(128, 96, stitching="wavefront", **kw)
+    kw = {"seed": 3, "steps": 20, "sampler": "ddim", "skip_background": False}
+    raster = gen(pipe, 128, 96, stitching="raster", **kw)
+    wave = gen(pipe, 128, 96, stitching="wavefront", **kw)
     assert np.abs(raster.image - wave.image).max() <= 1e-4
     assert np.abs(raster.mid_image - wave.mid_image).max() <= 1e-4
     assert wave.stats.model_evaluations == raster.stats.model_evaluations
@@ -45,17 +52,17 @@ def test_wavefront_matches_raster(pipe):
 @pytest.mark.parametrize(("sampler", "eta"), [("ddpm", 0.0), ("ddim", 1.0), ("dpmsolver", 0.0)])
 def test_wavefront_matches_raster_for_every_sampler(pipe, sampler, eta):
     """Stochastic samplers (per-tile generators) and multistep history (a fresh scheduler per batch)."""
-    kw = {"seed": 9, "num_inference_steps": 3, "sampler": sampler, "eta": eta, "skip_background": False}
-    raster = pipe(80, 64, stitching="raster", **kw)
-    wave = pipe(80, 64, stitching="wavefront", **kw)
+    kw = {"seed": 9, "steps": 3, "sampler": sampler, "eta": eta, "skip_background": False}
+    raster = gen(pipe, 80, 64, stitching="raster", **kw)
+    wave = gen(pipe, 80, 64, stitching="wavefront", **kw)
     assert np.abs(raster.image - wave.image).max() <= 1e-4
 
 
 @pytest.mark.parametrize(("h", "w"), [(160, 96), (96, 160)])
 def test_any_size_output_with_the_chest_wall_on_either_side(pipe, h, w):
-    kw = {"seed": 1, "num_inference_steps": 2, "stitching": "wavefront", "skip_background": False}
-    left = pipe(h, w, chest_wall="left", **kw)
-    right = pipe(h, w, chest_wall="right", **kw)
+    kw = {"seed": 1, "steps": 2, "stitching": "wavefront", "skip_background": False}
+    left = gen(pipe, h, w, chest_wall="left", **kw)
+    right = gen(pipe, h, w, chest_wall="right", **kw)
     assert left.image.shape == (h, w) and left.image.dtype == np.float32
     assert left.image.min() >= 0.0 and left.image.max() <= 1.0
     np.testing.assert_array_equal(right.image, left.image[:, ::-1])
@@ -72,28 +79,28 @@ def test_counts_of_evaluations_and_sequential_calls_per_mode(pipe):
         "fused": n * 3,
     }
     for mode, seq in expected_seq.items():
-        stats = pipe(160, 96, seed=0, num_inference_steps=n, stitching=mode, max_batch=64, skip_background=False).stats
+        stats = gen(pipe, 160, 96, seed=0, steps=n, stitching=mode, max_batch=64, skip_background=False).stats
         assert stats.model_evaluations == n * (1 + lg.n + pg.n), mode
         assert stats.sequential_calls == seq, mode
         assert stats.stages["patch"].tiles == pg.n and stats.stages["patch"].skipped == 0
 
 
 def test_max_batch_chunks_a_wave_into_bounded_calls(pipe):
-    stats = pipe(160, 96, seed=0, num_inference_steps=1, stitching="fused", max_batch=5, skip_background=False).stats
+    stats = gen(pipe, 160, 96, seed=0, steps=1, stitching="fused", max_batch=5, skip_background=False).stats
     assert stats.stages["patch"].sequential_calls == 6  # ceil(28 / 5)
     assert stats.stages["patch"].model_evaluations == 28
 
 
 def test_same_seed_same_image_and_different_seed_different_image(pipe):
-    kw = {"num_inference_steps": 3, "stitching": "wavefront"}
-    a = pipe(96, 96, seed=5, **kw).image
-    assert np.array_equal(a, pipe(96, 96, seed=5, **kw).image)
-    assert np.abs(a - pipe(96, 96, seed=6, **kw).image).mean() > 1e-3
+    kw = {"steps": 3, "stitching": "wavefront"}
+    a = gen(pipe, 96, 96, seed=5, **kw).image
+    assert np.array_equal(a, gen(pipe, 96, 96, seed=5, **kw).image)
+    assert np.abs(a - gen(pipe, 96, 96, seed=6, **kw).image).mean() > 1e-3
 
 
 @pytest.mark.parametrize("stitching", ["wavefront", "fused"])
 def test_tiles_outside_the_breast_are_skipped_and_filled_with_background(pipe, stitching):
-    opts = pipe.options(seed=0, num_inference_steps=2, stitching=stitching)
+    opts = pipe.spec(SamplingOptions(seeds=(0,), steps=2, stitching=stitching))
     plan = pipe.plan(192, 192)
     g = _breast_global()
     mid, mid_stats = pipe.generate_mid(g, plan, opts)
@@ -110,13 +117,13 @@ def test_tiles_outside_the_breast_are_skipped_and_filled_with_background(pipe, s
 def test_cancel_stops_within_one_step(pipe):
     seen = []
     with pytest.raises(CancelledError):
-        pipe(96, 96, seed=0, num_inference_steps=10, callback=seen.append, cancel=lambda: len(seen) >= 3)
+        gen(pipe, 96, 96, seed=0, steps=10, callback=seen.append, cancel=lambda: len(seen) >= 3)
     assert len(seen) == 3 and seen[-1].stage == "global" and seen[-1].step == 3
 
 
 def test_progress_reaches_one_at_the_end(pipe):
     seen = []
-    pipe(96, 96, seed=0, num_inference_steps=2, stitching="raster", skip_background=False, callback=seen.append)
+    gen(pipe, 96, 96, seed=0, steps=2, stitching="raster", skip_background=False, callback=seen.append)
     assert [p.stage for p in seen][:2] == ["global", "global"]
     assert seen[-1].stage == "patch" and seen[-1].fraction == pytest.approx(1.0)
     assert all(a.fraction <= b.fraction for a, b in itertools.pairwise(seen))
@@ -135,11 +142,11 @@ def test_progress_reaches_one_at_the_end(pipe):
 )
 def test_bad_requests_are_refused_with_a_message(pipe, kw, match):
     with pytest.raises(BadInputError, match=match):
-        pipe(**kw, num_inference_steps=1)
+        gen(pipe, **kw, steps=1)
 
 
 def test_stage_methods_refuse_wrongly_sized_context(pipe):
-    opts = pipe.options(num_inference_steps=1)
+    opts = pipe.spec(SamplingOptions(steps=1))
     with pytest.raises(BadInputError, match="global_image"):
         pipe.generate_mid(np.zeros((16, 16), np.float32), pipe.plan(96, 96), opts)
 
@@ -163,19 +170,19 @@ def test_bundle_round_trip_reproduces_the_image(nets, tmp_path):
     )
     loaded = MamboPipeline.from_bundle(tmp_path / "b", device="cpu", dtype=torch.float32)
     pipe = MamboPipeline(nets["global"], nets["local"], nets["patch"], geometry=GEO)
-    a = loaded(seed=2, num_inference_steps=2)
+    a = gen(loaded, seed=2, steps=2)
     assert a.image.shape == (96, 128)  # the bundle's native size is the default
-    b = pipe(96, 128, seed=2, num_inference_steps=2)
+    b = gen(pipe, 96, 128, seed=2, steps=2)
     # same weights and seed; raw random weights amplify last-bit differences of the reloaded kernels
     assert np.abs(a.image - b.image).mean() < 1e-3
-    assert np.abs(a.image - pipe(96, 128, seed=3, num_inference_steps=2).image).mean() > 1e-2
+    assert np.abs(a.image - gen(pipe, 96, 128, seed=3, steps=2).image).mean() > 1e-2
 
 
 @pytest.mark.parametrize("stitching", ["raster", "wavefront", "fused"])
 def test_several_seeds_in_lock_step_equal_their_single_runs(pipe, stitching):
-    kw = {"num_inference_steps": 3, "stitching": stitching, "max_batch": 64, "skip_background": False}
-    many = pipe.generate_many(96, 128, seeds=[1, 2], **kw)
-    single = [pipe(96, 128, seed=seed, **kw) for seed in (1, 2)]
+    kw = {"steps": 3, "stitching": stitching, "max_batch": 64, "skip_background": False}
+    many = pipe.generate_many(96, 128, SamplingOptions(seeds=(1, 2), **kw))
+    single = [gen(pipe, 96, 128, seed=seed, **kw) for seed in (1, 2)]
     for m, s in zip(many, single, strict=True):
         assert np.abs(m.image - s.image).max() <= 1e-4
     stats = many[0].stats

@@ -15,6 +15,7 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from models.geometry import MamboGeometry
 from models.mambo import MamboPipeline
+from models.options import SamplingOptions
 from models.schedulers import alphas_cumprod
 
 GEO = MamboGeometry(s=48, k=3, overlap=12)  # every tile origin and context origin is a multiple of k
@@ -91,7 +92,7 @@ def test_oracle_patches_stitch_into_the_upsampled_mid_image_exactly(sampler, sti
     h, w = 48 + 36 * 3, 48 + 36 * 2  # 156 x 120: 4 x 3 patches, last row/column clamped on the k-grid
     plan = pipe.plan(h, w)
     mid = _mid_phantom(plan.local_grid.height, plan.local_grid.width)
-    opts = pipe.options(seed=0, num_inference_steps=4, sampler=sampler, stitching=stitching, skip_background=False)
+    opts = pipe.spec(SamplingOptions(sampler, 4, stitching=stitching, seeds=(0,), skip_background=False))
     full, stats = pipe.generate_full(np.zeros((48, 48), np.float32), mid, plan, opts)
     expected = np.repeat(np.repeat(mid, 3, 0), 3, 1)[:h, :w]
     assert full.shape == (h, w) and stats.tiles == 12

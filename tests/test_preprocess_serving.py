@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.anomaly import AnomalyConfig, AnomalyPipeline
+from models.anomaly import AnomalyPipeline
 from models.anomaly_input import prepare
 from models.bundle import load_bundle, save_bundle
 from models.errors import BadInputError
@@ -19,14 +19,17 @@ from models.imaging.files import write_png16
 from models.imaging.readers import read_image
 from models.intensity import DEFAULT_INTENSITY, IntensityMapping
 from models.mambo import MamboPipeline
+from models.options import SamplingOptions
 from models.preprocess import DEFAULT_PREPROCESS, PreprocessConfig, preprocess_image
+from models.requests import AnomalyConfig, SuperResConfig
 from models.schedulers import NOISE_SCHEDULE
-from models.superres import SuperResConfig, SuperResolutionPipeline
+from models.superres import SuperResolutionPipeline
 from models.unet import build_unet
 from training.cache import PreprocessCache
 from training.phantoms import make_phantom_case
 
 GEOMETRY = MamboGeometry(s=32, k=2, overlap=8)
+ONE_STEP = SamplingOptions(steps=1)
 #: Every knob away from its default, so a serving path that ignored the config would differ.
 CUSTOM = PreprocessConfig(
     intensity=IntensityMapping(raw_window="percentile", lo_percentile=2.0, hi_percentile=98.0),
@@ -96,7 +99,7 @@ def test_a_file_preprocessed_for_training_and_for_serving_gives_identical_arrays
     sr = SuperResolutionPipeline(
         MamboPipeline(*[build_unet("tiny", c, 1, 32) for c in (1, 3, 3)], geometry=GEOMETRY, preprocess=config)
     )
-    result = sr(image, SuperResConfig(scale=GEOMETRY.k, num_inference_steps=1, stand_in="mid"), info=info)
+    result = sr(image, SuperResConfig(scale=GEOMETRY.k, stand_in="mid", options=ONE_STEP), info=info)
     np.testing.assert_allclose(result.mid_image, np.asarray(trained.image), atol=1e-6)
 
 
@@ -108,7 +111,7 @@ def test_the_bundle_records_its_preprocessing_and_every_serving_pipeline_applies
     pipe = AnomalyPipeline.from_bundle(bundle)
     assert pipe.preprocess == CUSTOM
     image = right_case.cc.image
-    result = pipe(image, AnomalyConfig(lam=5, seeds=(0,), num_inference_steps=1000, sampler="ddim"))
+    result = pipe(image, AnomalyConfig(lam=5, options=SamplingOptions("ddim", 1000, seeds=(0,))))
     expected = preprocess_image(image, None, CUSTOM)
     assert expected.crop_box is not None  # the custom chain crops: the map is placed back into the input frame
     np.testing.assert_array_equal(result.preprocessed, expected.to_source(expected.image))
@@ -119,7 +122,7 @@ def test_the_bundle_records_its_preprocessing_and_every_serving_pipeline_applies
 def test_a_bundle_refuses_what_its_training_chain_refused(tmp_path, right_case):
     strict = _bundle(tmp_path / "strict", PreprocessConfig(min_breast_fraction=0.9))
     with pytest.raises(BadInputError, match="no breast found"):
-        AnomalyPipeline.from_bundle(strict)(right_case.cc.image, AnomalyConfig(lam=5, seeds=(0,)))
+        AnomalyPipeline.from_bundle(strict)(right_case.cc.image, AnomalyConfig(lam=5, options=ONE_STEP))
 
 
 def test_bundles_written_before_the_record_load_with_the_default_chain(tmp_path):
@@ -147,7 +150,7 @@ def test_a_manifest_whose_preprocessing_and_intensity_disagree_is_refused(tmp_pa
 def test_superres_gives_a_negative_back_as_a_negative(files, right_case):
     image, info = read_image(files["negative_png"])
     sr = SuperResolutionPipeline(MamboPipeline(*[build_unet("tiny", c, 1, 32) for c in (1, 3, 3)], geometry=GEOMETRY))
-    result = sr(image, SuperResConfig(scale=2, num_inference_steps=1), info=info)
+    result = sr(image, SuperResConfig(scale=2, options=ONE_STEP), info=info)
     assert result.stats["inverted"] is True
     outside = ~np.repeat(np.repeat(right_case.cc.breast_mask, 2, axis=0), 2, axis=1)
     assert result.image[outside].mean() > 0.95  # the background stays white, as in the input

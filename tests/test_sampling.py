@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from models.errors import BadInputError
+from models.options import SamplingOptions
 from models.sampling import SamplerSpec, denoise, start_index_for_timestep, tile_generator
 from models.schedulers import alphas_cumprod
 
@@ -23,13 +25,17 @@ def _second_draw(g: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn((1, *shape), generator=g)  # the known-region noise
 
 
+def _spec(sampler: str, steps: int, eta: float = 0.0) -> SamplerSpec:
+    return SamplerSpec(SamplingOptions(sampler, steps, eta))
+
+
 def _gens(seed: int, n: int) -> list[torch.Generator]:
     return [tile_generator(seed, "test", i) for i in range(n)]
 
 
 @pytest.mark.parametrize(("sampler", "steps"), [("ddpm", 25), ("ddim", 20), ("dpmsolver", 20)])
 def test_known_pixels_are_forward_noised_to_the_timestep_the_model_sees(sampler, steps):
-    spec = SamplerSpec(sampler, steps, eta=1.0 if sampler == "ddim" else 0.0)
+    spec = _spec(sampler, steps, eta=1.0 if sampler == "ddim" else 0.0)
     shape = (2, 1, 16, 16)
     known_x0 = torch.rand(shape) * 2 - 1
     mask = torch.zeros(2, 1, 16, 16, dtype=torch.bool)
@@ -50,7 +56,7 @@ def test_known_pixels_are_forward_noised_to_the_timestep_the_model_sees(sampler,
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver"])
 def test_a_tile_denoised_in_a_batch_equals_the_tile_denoised_alone(sampler):
     """Per-tile generators: x_T, known noise and step noise do not depend on the batch."""
-    spec = SamplerSpec(sampler, 10, eta=1.0)
+    spec = _spec(sampler, 10, eta=1.0)
     shape = (3, 1, 8, 8)
     known = torch.rand(shape)
     mask = torch.rand(3, 1, 8, 8) > 0.5
@@ -64,7 +70,7 @@ def test_a_tile_denoised_in_a_batch_equals_the_tile_denoised_alone(sampler):
 
 
 def test_partial_noising_starts_from_the_given_image_at_lambda():
-    spec = SamplerSpec("ddim", 50)
+    spec = _spec("ddim", 50)
     start = start_index_for_timestep(spec, 700)
     t_start = int(spec.scheduler().timesteps[start])
     assert t_start <= 700 and int(spec.scheduler().timesteps[start - 1]) > 700
@@ -79,9 +85,7 @@ def test_partial_noising_starts_from_the_given_image_at_lambda():
 
 def test_progress_callback_sees_every_step():
     seen = []
-    denoise(
-        Recorder(), SamplerSpec("dpmsolver", 7), (1, 1, 4, 4), _gens(0, 1), on_step=lambda n, t: seen.append((n, t))
-    )
+    denoise(Recorder(), _spec("dpmsolver", 7), (1, 1, 4, 4), _gens(0, 1), on_step=lambda n, t: seen.append((n, t)))
     assert seen == [(n, 7) for n in range(1, 8)]
 
 
@@ -93,9 +97,14 @@ def test_tile_generators_are_stable_and_distinct():
     assert not torch.equal(a, torch.randn(4, generator=tile_generator(2, "patch", 3)))
 
 
-@pytest.mark.parametrize(
-    ("kw", "match"), [({"sampler": "euler"}, "sampler"), ({"num_inference_steps": 0}, "steps"), ({"eta": 2.0}, "eta")]
-)
-def test_bad_sampler_specs_are_refused(kw, match):
-    with pytest.raises(ValueError, match=match):
-        SamplerSpec(**kw)
+def test_eta_reaches_the_ddim_step():
+    """eta travels with the options to every step: 0 is deterministic given x_T, 1 adds fresh noise."""
+    shape = (1, 1, 8, 8)
+    runs = {eta: denoise(Recorder(), _spec("ddim", 10, eta), shape, _gens(3, 1)) for eta in (0.0, 1.0)}
+    assert not torch.allclose(runs[0.0], runs[1.0], atol=1e-3)
+    assert torch.equal(runs[1.0], denoise(Recorder(), _spec("ddim", 10, 1.0), shape, _gens(3, 1)))
+
+
+def test_more_steps_than_the_schedule_has_are_refused():
+    with pytest.raises(BadInputError, match="at most 100"):
+        SamplerSpec(SamplingOptions(steps=200), {"num_train_timesteps": 100})

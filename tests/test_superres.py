@@ -13,7 +13,9 @@ from models.imaging.orientation import side_from_content
 from models.intensity import IntensityMapping
 from models.mambo import MamboPipeline
 from models.metrics.image_quality import downsample_area
-from models.superres import SuperResConfig, SuperResolutionPipeline, intensity_window, resize_image
+from models.options import SamplingOptions
+from models.requests import SuperResConfig
+from models.superres import SuperResolutionPipeline, intensity_window, resize_image
 from models.unet import build_unet
 from training.phantoms import make_phantom_case
 
@@ -28,7 +30,10 @@ def sr() -> SuperResolutionPipeline:
 
 
 def _fast(**kw) -> SuperResConfig:
-    return SuperResConfig(**{"scale": 2, "num_inference_steps": 1, "seed": 3, **kw})
+    """A SuperResConfig from flat keywords (sampling ones go into its SamplingOptions): scale 2, one step."""
+    kw = {"scale": 2, "steps": 1, "seeds": (3,), **kw}
+    options = {k: kw.pop(k) for k in list(kw) if k in SamplingOptions.__dataclass_fields__}
+    return SuperResConfig(**kw, options=SamplingOptions(**options))
 
 
 @pytest.fixture(scope="module")
@@ -124,26 +129,27 @@ def test_stand_in_can_be_forced(sr, low_left):
 @pytest.mark.slow
 @pytest.mark.parametrize(("stitching", "sampler"), [("raster", "ddpm"), ("fused", "dpmsolver"), ("wavefront", "ddim")])
 def test_every_stitching_mode_and_sampler_runs(sr, low_left, stitching, sampler):
-    result = sr(low_left, _fast(stitching=stitching, sampler=sampler, num_inference_steps=2))
+    result = sr(low_left, _fast(stitching=stitching, sampler=sampler, steps=2))
     assert result.image.shape == (64, 48) and np.isfinite(result.image).all()
     assert result.stats["stitching"] == stitching and result.stats["sampler"] == sampler
 
 
 @pytest.mark.parametrize(
-    ("config", "message"),
+    ("kw", "message"),
     [
-        (SuperResConfig(scale=1), "scale"),
-        (SuperResConfig(scale=None), "scale"),
-        (SuperResConfig(height=64), "both"),
-        (SuperResConfig(height=10, width=10), "smaller than"),
-        (SuperResConfig(scale=2, stitching="zigzag"), "stitching"),
-        (SuperResConfig(scale=2, sampler="euler"), "sampler"),
-        (SuperResConfig(scale=2, stand_in="local"), "stand_in"),
+        ({"scale": 1}, "scale"),
+        ({"scale": None}, "scale"),
+        ({"height": 64}, "both"),
+        ({"height": 10, "width": 10}, "smaller than"),
+        ({"stitching": "zigzag"}, "stitching"),
+        ({"sampler": "euler"}, "sampler"),
+        ({"stand_in": "local"}, "stand_in"),
+        ({"seeds": (1, 2)}, "one seed"),
     ],
 )
-def test_bad_options_fail_with_a_clear_bad_input_error(sr, low_left, config, message):
+def test_bad_options_fail_with_a_clear_bad_input_error(sr, low_left, kw, message):
     with pytest.raises(BadInputError, match=message):
-        sr(low_left, config)
+        sr(low_left, _fast(**kw))
 
 
 def test_a_target_below_one_tile_is_refused(sr):

@@ -14,6 +14,7 @@ from models.dualview import DualViewPipeline
 from models.errors import BadInputError
 from models.geometry import MamboGeometry
 from models.mambo import MamboPipeline
+from models.options import SamplingOptions
 from training.demo import DEMO_NOTE, DemoPlan, phantom_images, run_demo
 from training.loop import read_log
 
@@ -88,9 +89,10 @@ def test_demo_command_builds_both_bundles_marked_synthetic(tmp_path: Path) -> No
         assert b.manifest["training"]["stored_dtype"] == "float16"
         assert "phantoms" in b.manifest["training"]["data"]["images"]["kind"]
         assert b.manifest["extra"]["demo"]["command"].startswith("mammogen train demo")
-    result = MamboPipeline.from_bundle(tmp_path / "bundles" / "demo-mambo")(seed=0, num_inference_steps=2)
+    one = SamplingOptions(seeds=(0,), steps=2)
+    result = MamboPipeline.from_bundle(tmp_path / "bundles" / "demo-mambo")(options=one)
     assert result.image.shape == (96, 72) and np.isfinite(result.image).all()
-    pairs = DualViewPipeline.from_bundle(tmp_path / "bundles" / "demo-dualview")(count=1, num_inference_steps=2)
+    pairs = DualViewPipeline.from_bundle(tmp_path / "bundles" / "demo-dualview")(one)
     assert pairs.cc.shape == (1, 16, 16)
 
 

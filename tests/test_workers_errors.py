@@ -9,7 +9,7 @@ from rq.job import Job, JobStatus
 from rq.timeouts import JobTimeoutException
 
 from models.errors import BadInputError, BundleNotFoundError
-from tests.service_support import purge_queue, redis_conn, unique_queue  # noqa: F401
+from tests.service_support import dualview_job, purge_queue, redis_conn, unique_queue  # noqa: F401
 from workers.queueing import SERIALIZER
 from workers.runtime import WorkerRuntime
 from workers.store import ResultStore
@@ -44,7 +44,7 @@ def test_a_job_whose_bundle_is_missing_fails_once_with_bundle_missing_and_is_not
     queue = Queue(name, connection=redis_conn, serializer=SERIALIZER)
     try:
         sub = Submitter(queue, max_queue_length=5, result_ttl_s=600, retries=3)
-        job_id = sub.submit("generate", {"model": "dualview", "steps": 1, "formats": ["png16"]}, timeout_s=60).job_id
+        job_id = sub.submit(dualview_job(), timeout_s=60).job_id
         runtime = WorkerRuntime(ResultStore(tmp_path), {"dualview": tmp_path / "nowhere"})
         worker = MammogenWorker([queue], connection=redis_conn, runtime=runtime, heartbeat_s=1)
         worker.work(burst=True)

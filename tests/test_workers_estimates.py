@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from rq import Queue
 
-from app.api.schemas import GenerateRequest
-from tests.service_support import dualview_bundle, purge_queue, redis_conn, unique_queue  # noqa: F401
+from tests.service_support import dualview_bundle, dualview_job, purge_queue, redis_conn, unique_queue  # noqa: F401
 from workers.estimates import (
     DEFAULT_SECONDS_PER_WORK,
     job_cost,
@@ -31,10 +30,10 @@ def test_seconds_per_evaluation_are_measured_on_finished_jobs(redis_conn, dualvi
         sub = Submitter(queue, max_queue_length=5, result_ttl_s=600, retries=0)
         works = []
         for seed, steps in ((1, 2), (2, 6)):
-            params = GenerateRequest(model="dualview", steps=steps, seed=seed, formats=["npy"]).model_dump()
-            cost = job_cost("generate", params, None)
+            job = dualview_job(steps=steps, seed=seed, formats=("npy",))
+            cost = job_cost(job, None)
             works.append(cost.work)
-            sub.submit("generate", params, timeout_s=300, estimate=cost.to_dict())
+            sub.submit(job, timeout_s=300, estimate=cost.to_dict())
         runtime = WorkerRuntime(ResultStore(tmp_path), {"dualview": dualview_bundle})
         MammogenWorker([queue], connection=redis_conn, runtime=runtime, heartbeat_s=1).work(burst=True)
         measured = seconds_per_work(queue)
@@ -43,9 +42,9 @@ def test_seconds_per_evaluation_are_measured_on_finished_jobs(redis_conn, dualvi
         run = sum((j.ended_at - j.started_at).total_seconds() for j in jobs)
         assert measured == pytest.approx(run / sum(works), rel=1e-6)
 
-        params = GenerateRequest(model="dualview", steps=4, seed=3).model_dump()
-        cost = job_cost("generate", params, None)
-        queued = queue.fetch_job(sub.submit("generate", params, timeout_s=300, estimate=cost.to_dict()).job_id)
+        job = dualview_job(steps=4, seed=3)
+        cost = job_cost(job, None)
+        queued = queue.fetch_job(sub.submit(job, timeout_s=300, estimate=cost.to_dict()).job_id)
         assert queued_eta_seconds(queue, queued, 0) == pytest.approx(measured * cost.work, abs=0.1)
     finally:
         purge_queue(redis_conn, name)

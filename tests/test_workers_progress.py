@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def job(redis_conn) -> Job:  # noqa: F811
     name = unique_queue("progress")
     q = Queue(name, connection=redis_conn, serializer=SERIALIZER)
-    yield q.enqueue("workers.jobs.generate", params={})
+    yield q.enqueue("workers.jobs.generate", job={})
     purge_queue(redis_conn, name)
 
 

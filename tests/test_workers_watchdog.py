@@ -9,7 +9,7 @@ import pytest
 from rq import Queue
 from rq.job import Job, JobStatus
 
-from tests.service_support import purge_queue, redis_conn, unique_queue  # noqa: F401
+from tests.service_support import dualview_job, purge_queue, redis_conn, unique_queue  # noqa: F401
 from workers.queueing import SERIALIZER
 from workers.runtime import WorkerRuntime
 from workers.store import ResultStore
@@ -30,7 +30,7 @@ def queue(redis_conn) -> Queue:  # noqa: F811
 def _start_job(queue: Queue, tmp_path, retries: int) -> tuple[MammogenWorker, Job, object]:
     """Enqueue one job and mark it started by a worker that will never beat again (a dead one)."""
     sub = Submitter(queue, max_queue_length=10, result_ttl_s=600, retries=retries)
-    sub.submit("generate", {"model": "dualview", "steps": 1}, timeout_s=600)
+    sub.submit(dualview_job(), timeout_s=600)
     worker = MammogenWorker(
         [queue], connection=queue.connection, runtime=WorkerRuntime(ResultStore(tmp_path), {}), heartbeat_s=0.5
     )

@@ -201,16 +201,19 @@ def write_demo_samples(
     """Generate from both demo bundles and write PNGs (full image, global, mid; CC|MLO pairs) to look at."""
     from models.dualview import DualViewPipeline
     from models.mambo import MamboPipeline
+    from models.options import SamplingOptions, request_seeds
 
     out_dir, bundles_dir = Path(out_dir), Path(bundles_dir)
     written = []
     pipe = MamboPipeline.from_bundle(bundles_dir / "demo-mambo")
     for i in range(count):
-        r = pipe(seed=seed + i, num_inference_steps=steps)
+        r = pipe(options=SamplingOptions(seeds=(seed + i,), steps=steps))
         written.append(write_png8(out_dir / f"mambo-{seed + i}.png", r.image))
         written.append(write_png8(out_dir / f"mambo-{seed + i}-global.png", r.global_image))
         written.append(write_png8(out_dir / f"mambo-{seed + i}-mid.png", r.mid_image))
-    pairs = DualViewPipeline.from_bundle(bundles_dir / "demo-dualview")(count=4, seed=seed, num_inference_steps=steps)
+    pairs = DualViewPipeline.from_bundle(bundles_dir / "demo-dualview")(
+        SamplingOptions(seeds=request_seeds(seed, 4), steps=steps)
+    )
     rows = [np.concatenate([cc, mlo], axis=1) for cc, mlo in zip(pairs.cc, pairs.mlo, strict=True)]
     grid = np.concatenate(rows, axis=0)
     written.append(write_png8(out_dir / "dualview-pairs.png", grid))

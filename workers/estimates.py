@@ -20,6 +20,8 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
+from workers.job_requests import GenerateJob, SuperResolveJob
+from workers.job_requests import Job as JobRequest
 from workers.queueing import SERIALIZER
 from workers.watchdog import live_workers
 
@@ -52,18 +54,17 @@ def _active(n: int, background_share: float) -> int:
     return max(1, math.ceil(n * (1.0 - background_share))) if n else 0
 
 
-def job_cost(
-    kind: str, params: dict[str, Any], geometry: dict[str, Any] | None, *, breast_fraction: float | None = None
-) -> JobCost:
+def job_cost(job: JobRequest, geometry: dict[str, Any] | None, *, breast_fraction: float | None = None) -> JobCost:
     """Upper-leaning estimate of a job's model evaluations; ``breast_fraction`` is the measured share of
     an uploaded image inside the breast (unknown for generation)."""
     from models.geometry import MamboGeometry
 
     g = geometry or {}
-    steps = int(params.get("steps", 50))
-    if kind == "generate" and params.get("model") == "dualview":
+    options = job.request.options
+    steps, count = options.steps, len(options.seeds)
+    if isinstance(job, GenerateJob) and job.request.model == "dualview":
         side = int(g.get("s") or 256)
-        evaluations = steps * int(params.get("count", 1))
+        evaluations = steps * count
         return JobCost(evaluations, evaluations * (side / 256) ** 2)
     geo = MamboGeometry.from_dict(
         {"s": 256, "k": 3, "overlap": 32, **{k: g[k] for k in ("s", "k", "overlap") if k in g}}
@@ -73,23 +74,20 @@ def job_cost(
         if breast_fraction is None
         else max(0.0, 1.0 - min(1.0, breast_fraction + EDGE_TILE_MARGIN))
     )
-    if kind == "generate":
+    if isinstance(job, GenerateJob):
         native = g.get("native_size") or (geo.k * geo.s, geo.k * geo.s)
-        h, w = int(params.get("height") or native[0]), int(params.get("width") or native[1])
+        h, w = job.request.height or int(native[0]), job.request.width or int(native[1])
         per_step = 1 + _tiles(geo, h, w, background, local=True)  # global + local + patches
-        evaluations = steps * int(params.get("count", 1)) * per_step
-    elif kind == "super-resolve":
-        scale = int(params.get("scale") or 4)
-        h, w = int(params.get("input_height") or 1024) * scale, int(params.get("input_width") or 1024) * scale
+        evaluations = steps * count * per_step
+    elif isinstance(job, SuperResolveJob):
+        h, w = job.request.target_size(job.upload.height, job.upload.width)
         # stage 2 counted too: the "global" stand-in runs it, the cheaper "mid" one does not
         evaluations = steps * _tiles(geo, h, w, background, local=True)
-    elif kind == "anomaly-map":
-        remaining = math.ceil(steps * int(params.get("timestep", 700)) / 1000)  # denoised from lambda only
-        h, w = int(params.get("input_height") or 1024), int(params.get("input_width") or 1024)
-        per_seed = 1 if params.get("resolution", "global") == "global" else _tiles(geo, h, w, background)
-        evaluations = remaining * int(params.get("repeats", 1)) * per_seed
     else:
-        raise ValueError(f"unknown job kind {kind!r}")
+        remaining = math.ceil(steps * job.request.lam / 1000)  # denoised from lambda only
+        h, w = job.upload.height, job.upload.width
+        per_seed = 1 if job.request.resolution == "global" else _tiles(geo, h, w, background)
+        evaluations = remaining * count * per_seed
     return JobCost(evaluations, evaluations * (geo.s / 256) ** 2)
 
 

@@ -1,8 +1,10 @@
-"""The job functions RQ runs: plain importable functions taking one JSON-able ``params`` dict.
+"""The job functions RQ runs: plain importable functions taking one typed job request as JSON.
 
-Each one gets the process's loaded pipelines from `workers.runtime.current()`, passes progress
-and the cancel flag down as callbacks (`workers.progress.JobProgress`), writes its images to
-the result store atomically and returns only a manifest (file names, sizes, sha256, summary).
+Each one rebuilds its request (`workers.job_requests`), gets the process's loaded pipelines from
+`workers.runtime.current()`, runs the SAME pipeline entry point the CLI runs (the service and the
+CLI make the same image for the same request), passes progress and the cancel flag down as
+callbacks (`workers.progress.JobProgress`), writes its images to the result store atomically and
+returns only a manifest (file names, sizes, sha256, summary).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from rq import get_current_job
 
 from models.progress import Reporter
+from workers.job_requests import AnomalyMapJob, GenerateJob, SuperResolveJob
 from workers.progress import JobProgress
 from workers.runtime import WorkerRuntime, current
 from workers.store import ResultFile, ResultStore
@@ -31,16 +34,12 @@ def _start() -> tuple[Any, WorkerRuntime, JobProgress]:
     return job, rt, progress
 
 
-def _chest_wall(laterality: str) -> str:
-    return "right" if laterality == "R" else "left"
-
-
 def _write_image(
     store: ResultStore,
     job_id: str,
     stem: str,
     image: np.ndarray,
-    formats: list[str],
+    formats: tuple[str, ...],
     dicom: Callable[[Any], object] | None,
 ) -> list[ResultFile]:
     """One image in every requested format (float [0, 1] H x W)."""
@@ -73,49 +72,39 @@ def _jsonable(stats: Any) -> dict[str, Any]:
 
 
 # -- generation ---------------------------------------------------------------------------------
-def generate(params: dict[str, Any]) -> dict[str, Any]:
-    """MAMBO full-resolution images or dual-view CC + MLO pairs."""
+def generate(job: dict[str, Any]) -> dict[str, Any]:
+    """MAMBO full-resolution images (all seeds in lock-step) or dual-view CC + MLO pairs."""
     t0 = time.perf_counter()
-    if params.get("model", "mambo") == "dualview":
-        return _generate_dualview(params, t0)
-    return _generate_mambo(params, t0)
+    request = GenerateJob.from_dict(job)
+    if request.request.model == "dualview":
+        return _generate_dualview(request, t0)
+    return _generate_mambo(request, t0)
 
 
-def _generate_dualview(params: dict[str, Any], t0: float) -> dict[str, Any]:
-    from models.dualview import DualViewPipeline
+def _generate_dualview(job: GenerateJob, t0: float) -> dict[str, Any]:
     from models.imaging.dicom_write import write_dualview_pair
 
-    job, rt, progress = _start()
-    pipe = rt.pipeline("dualview", DualViewPipeline.from_bundle)
-    seed = _seed(params)
-    lat = params.get("laterality", "R")
-    result = pipe(
-        int(params.get("count", 1)),
-        seed=seed,
-        num_inference_steps=int(params["steps"]),
-        sampler=params["sampler"],
-        eta=float(params.get("eta", 0.0)),
-        laterality=lat,
-        batch_size=int(params.get("max_batch") or 8),
-        callback=progress,
-        cancel=progress.cancelled,
-    )
-    formats = params["formats"]
+    rq_job, rt, progress = _start()
+    pipe = rt.dualview()
+    request = job.request
+    lat = request.laterality
+    result = pipe.run(request, callback=progress, cancel=progress.cancelled)
+    raster = tuple(f for f in job.formats if f != "dicom")
     files: list[ResultFile] = []
     for i, (cc, mlo) in enumerate(zip(result.cc, result.mlo, strict=True)):
         stem = f"pair{i:02d}"
-        files += _write_image(rt.store, job.id, f"{stem}_cc", cc, [f for f in formats if f != "dicom"], None)
-        files += _write_image(rt.store, job.id, f"{stem}_mlo", mlo, [f for f in formats if f != "dicom"], None)
-        if "dicom" in formats:  # CC and MLO of one breast: one study, one series (written atomically)
+        files += _write_image(rt.store, rq_job.id, f"{stem}_cc", cc, raster, None)
+        files += _write_image(rt.store, rq_job.id, f"{stem}_mlo", mlo, raster, None)
+        if "dicom" in job.formats:  # CC and MLO of one breast: one study, one series (written atomically)
             paths = write_dualview_pair(
-                rt.store.job_dir(job.id),
+                rt.store.job_dir(rq_job.id),
                 cc,
                 mlo,
                 laterality=lat,
                 model_name=pipe.name,
                 model_version=pipe.version,
                 seed=result.seeds[i],
-                chest_wall=_chest_wall(lat),
+                chest_wall=request.chest_wall,
                 names=(f"{stem}_cc.dcm", f"{stem}_mlo.dcm"),
             )
             files += [rt.store.record(p) for p in paths]
@@ -123,126 +112,77 @@ def _generate_dualview(params: dict[str, Any], t0: float) -> dict[str, Any]:
         "model": {"kind": "dualview", "name": pipe.name, "version": pipe.version},
         "seeds": result.seeds,
         "laterality": lat,
+        "options": request.options.to_dict(),
         "stats": _jsonable(result.stats),
         "third_channel_error": [round(float(e), 5) for e in result.third_channel_error],
     }
     return _manifest(files, summary, t0)
 
 
-def _generate_mambo(params: dict[str, Any], t0: float) -> dict[str, Any]:
+def _generate_mambo(job: GenerateJob, t0: float) -> dict[str, Any]:
     from models.imaging.dicom_write import write_synthetic_dicom
-    from models.mambo import MamboPipeline
 
-    job, rt, progress = _start()
-    pipe = rt.pipeline("mambo", MamboPipeline.from_bundle)
-    bundle = rt.bundle("mambo")
-    base_seed = _seed(params)
-    lat = params.get("laterality", "R")
+    rq_job, rt, progress = _start()
+    pipe = rt.mambo()
+    request = job.request
+    results = pipe.run(request, callback=progress, cancel=progress.cancelled)
     files: list[ResultFile] = []
-    stats = []
-    count = int(params.get("count", 1))
-    for i in range(count):
-        seed = base_seed + i
-        kwargs: dict[str, Any] = {
-            "height": params.get("height"),
-            "width": params.get("width"),
-            "seed": seed,
-            "num_inference_steps": int(params["steps"]),
-            "sampler": params["sampler"],
-            "eta": float(params.get("eta", 0.0)),
-            "stitching": params.get("stitching", "wavefront"),
-            "chest_wall": _chest_wall(lat),
-            "callback": _offset_progress(progress, i, count, t0),
-            "cancel": progress.cancelled,
-        }
-        if params.get("max_batch"):
-            kwargs["max_batch"] = int(params["max_batch"])
-        result = pipe(**{k: v for k, v in kwargs.items() if v is not None})
+    for i, (seed, result) in enumerate(zip(request.options.seeds, results, strict=True)):
         image = np.asarray(result.image, dtype=np.float32)
 
         def dicom(path: Any, image: np.ndarray = image, seed: int = seed) -> object:
             return write_synthetic_dicom(
                 path,
                 image,
-                model_name=bundle.name,
-                model_version=bundle.version,
-                laterality=lat,
+                model_name=pipe.name,
+                model_version=pipe.version,
+                laterality=request.laterality,
                 seed=seed,
-                chest_wall=_chest_wall(lat),
+                chest_wall=request.chest_wall,
                 extra_description="MAMBO",
             )
 
-        files += _write_image(rt.store, job.id, f"image{i:02d}", image, params["formats"], dicom)
-        stats.append(_jsonable(getattr(result, "stats", {})))
+        files += _write_image(rt.store, rq_job.id, f"image{i:02d}", image, job.formats, dicom)
     summary = {
-        "model": {"kind": "mambo", "name": bundle.name, "version": bundle.version},
-        "seeds": [base_seed + i for i in range(count)],
-        "laterality": lat,
-        "stats": stats,
+        "model": {"kind": "mambo", "name": pipe.name, "version": pipe.version},
+        "seeds": list(request.options.seeds),
+        "laterality": request.laterality,
+        "options": request.options.to_dict(),
+        "stats": _jsonable(results[0].stats),  # one lock-step run: the counts are for all images
     }
     return _manifest(files, summary, t0)
 
 
-def _offset_progress(progress: JobProgress, index: int, count: int, t0: float) -> Callable[[Any], None]:
-    """Progress of image ``index`` of ``count`` as a fraction (and ETA) of the whole job."""
-    from models.progress import Progress
-
-    def callback(p: Progress) -> None:
-        frac = (index + p.fraction) / count
-        elapsed = time.perf_counter() - t0
-        eta = elapsed * (1 - frac) / frac if frac > 0 else None
-        progress(Progress(p.stage, p.step, p.total, frac, elapsed, eta))
-
-    return callback
-
-
-def _seed(params: dict[str, Any]) -> int:
-    """The request's seed, or a fresh random one (recorded in the job summary, so any result can be redone)."""
-    seed = params.get("seed")
-    return int(seed) if seed is not None else int(np.random.SeedSequence().entropy % (2**31))
-
-
 # -- uploads ------------------------------------------------------------------------------------
-def _read_upload(rt: WorkerRuntime, job_id: str, params: dict[str, Any], kind: Any) -> tuple[np.ndarray, Any]:
+def _read_upload(rt: WorkerRuntime, job_id: str, job: SuperResolveJob | AnomalyMapJob) -> tuple[np.ndarray, Any]:
     """The stored upload, decoded and put through the same checks the API ran before queueing it."""
     from models.imaging.readers import read_image
     from models.input_checks import check_input_image
 
-    image, info = read_image(rt.store.upload_path(job_id, params["input_name"]))
-    bundle = rt.bundle("mambo")
-    scale, resolution = params.get("scale"), params.get("resolution")
+    image, info = read_image(rt.store.upload_path(job_id, job.upload.name))
+    mambo = rt.mambo()
     check_input_image(
         image,
-        kind,
-        tile=int(bundle.geometry["s"]),
+        job.kind,  # type: ignore[arg-type]
+        tile=mambo.geometry.s,
         info=info,
-        preprocess=bundle.preprocess,
-        scale=int(scale) if scale is not None else None,
-        resolution=resolution,
+        preprocess=mambo.preprocess,
+        scale=job.request.scale if isinstance(job, SuperResolveJob) else None,
+        resolution=job.request.resolution if isinstance(job, AnomalyMapJob) else None,
     )
     return image, info
 
 
-def super_resolve(params: dict[str, Any]) -> dict[str, Any]:
+def super_resolve(job: dict[str, Any]) -> dict[str, Any]:
     """A real low-resolution mammogram stands in for MAMBO's global (or mid) image; stages 2-3 add detail."""
     from models.imaging.dicom_write import write_derived_dicom
-    from models.superres import SuperResConfig, SuperResolutionPipeline
 
     t0 = time.perf_counter()
-    job, rt, progress = _start()
-    image, info = _read_upload(rt, job.id, params, "super-resolve")
-    pipe = rt.pipeline("mambo", SuperResolutionPipeline.from_bundle)
-    bundle = rt.bundle("mambo")
-    config = SuperResConfig(
-        scale=int(params["scale"]),
-        seed=_seed(params),
-        num_inference_steps=int(params["steps"]),
-        sampler=params["sampler"],
-        eta=float(params.get("eta", 0.0)),
-        stitching=params.get("stitching", "wavefront"),
-        max_batch=int(params.get("max_batch") or 16),
-        stand_in=params.get("stand_in", "auto"),
-    )
+    request = SuperResolveJob.from_dict(job)
+    rq_job, rt, progress = _start()
+    image, info = _read_upload(rt, rq_job.id, request)
+    pipe = rt.super_resolution()
+    config = request.request
     result = pipe(image, config, info=info, callback=progress, cancel=progress.cancelled)
     source = _source_dataset(info)
 
@@ -252,15 +192,16 @@ def super_resolve(params: dict[str, Any]) -> dict[str, Any]:
             result.image,
             source,
             description=f"super-resolution x{config.scale}",
-            model_name=bundle.name,
-            model_version=bundle.version,
+            model_name=pipe.mambo.name,
+            model_version=pipe.mambo.version,
         )
 
-    files = _write_image(rt.store, job.id, "superres", result.image, params["formats"], dicom)
-    rt.store.delete_upload(job.id)
+    files = _write_image(rt.store, rq_job.id, "superres", result.image, request.formats, dicom)
+    rt.store.delete_upload(rq_job.id)
     summary = {
-        "model": {"kind": "mambo", "name": bundle.name, "version": bundle.version},
+        "model": {"kind": "mambo", "name": pipe.mambo.name, "version": pipe.mambo.version},
         "input": {"format": info.format, "height": int(image.shape[0]), "width": int(image.shape[1])},
+        "options": config.options.to_dict(),
         "stats": _jsonable(result.stats),
     }
     return _manifest(files, summary, t0)
@@ -274,34 +215,22 @@ def _source_dataset(info: Any) -> Any:
     return ds if ds is not None else Dataset()
 
 
-def anomaly_map(params: dict[str, Any]) -> dict[str, Any]:
+def anomaly_map(job: dict[str, Any]) -> dict[str, Any]:
     """Heat map, binary mask, overlay and healthy reconstruction of an uploaded mammogram."""
-    from models.anomaly import AnomalyConfig, AnomalyPipeline
     from models.imaging.dicom_write import write_derived_dicom
 
     t0 = time.perf_counter()
-    job, rt, progress = _start()
-    image, info = _read_upload(rt, job.id, params, "anomaly-map")
-    pipe = rt.pipeline("mambo", AnomalyPipeline.from_bundle)
-    bundle = rt.bundle("mambo")
-    seed = _seed(params)
-    config = AnomalyConfig(
-        lam=int(params["timestep"]),
-        seeds=tuple(seed + i for i in range(int(params.get("repeats", 1)))),
-        sampler=params["sampler"],
-        num_inference_steps=int(params["steps"]),
-        eta=float(params.get("eta", 0.0)),
-        threshold_mode=params.get("threshold_mode", "otsu"),
-        threshold=params.get("threshold"),
-        resolution=params.get("resolution", "global"),
-        max_batch=int(params.get("max_batch") or 16),
-    )
-    result = pipe(image, config, info=info, callback=progress, cancel=progress.cancelled)
+    request = AnomalyMapJob.from_dict(job)
+    rq_job, rt, progress = _start()
+    image, info = _read_upload(rt, rq_job.id, request)
+    pipe = rt.anomaly()
+    result = pipe(image, request.request, info=info, callback=progress, cancel=progress.cancelled)
     heat = np.clip(result.heatmap, 0.0, None).astype(np.float32)
     peak = float(heat.max()) if heat.size else 0.0
     heat01 = heat / peak if peak > 0 else heat  # displayed maps are scaled to their peak; NPY keeps raw values
-    formats = params["formats"]
+    formats = request.formats
     source = _source_dataset(info)
+    name, version = pipe.mambo.name, pipe.mambo.version
 
     def dicom(path: Any) -> object:
         return write_derived_dicom(
@@ -309,22 +238,23 @@ def anomaly_map(params: dict[str, Any]) -> dict[str, Any]:
             heat01,
             source,
             description="anomaly heat map",
-            model_name=bundle.name,
-            model_version=bundle.version,
+            model_name=name,
+            model_version=version,
         )
 
-    files = _write_image(rt.store, job.id, "heatmap", heat01, formats, dicom)
+    files = _write_image(rt.store, rq_job.id, "heatmap", heat01, formats, dicom)
     if "npy" in formats:
-        files[[f.name for f in files].index("heatmap.npy")] = rt.store.write_npy(job.id, "heatmap.npy", heat)
-    files.append(rt.store.write_png16(job.id, "mask.png", result.mask.astype(np.float32)))
-    files.append(rt.store.write_png8(job.id, "overlay.png", result.overlay()))
-    files.append(rt.store.write_png16(job.id, "reconstruction.png", result.reconstruction))
-    rt.store.delete_upload(job.id)
+        files[[f.name for f in files].index("heatmap.npy")] = rt.store.write_npy(rq_job.id, "heatmap.npy", heat)
+    files.append(rt.store.write_png16(rq_job.id, "mask.png", result.mask.astype(np.float32)))
+    files.append(rt.store.write_png8(rq_job.id, "overlay.png", result.overlay()))
+    files.append(rt.store.write_png16(rq_job.id, "reconstruction.png", result.reconstruction))
+    rt.store.delete_upload(rq_job.id)
     summary = {
-        "model": {"kind": "mambo", "name": bundle.name, "version": bundle.version},
+        "model": {"kind": "mambo", "name": name, "version": version},
         "input": {"format": info.format, "height": int(image.shape[0]), "width": int(image.shape[1])},
         "heat_peak": round(peak, 6),
         "anomalous_fraction": round(float(result.mask.sum()) / max(1, int(result.region.sum())), 6),
+        "options": request.request.options.to_dict(),
         "stats": _jsonable(result.stats),
     }
     return _manifest(files, summary, t0)

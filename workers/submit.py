@@ -23,6 +23,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from models.errors import BadInputError, QueueFullError
+from workers.job_requests import Job as JobRequest
 from workers.queueing import JOB_FUNCTIONS, SERIALIZER, idempotency_key
 
 
@@ -73,23 +74,27 @@ class Submitter:
 
     def submit(
         self,
-        kind: str,
-        params: dict[str, Any],
+        job: JobRequest,
         *,
         timeout_s: int,
+        client_request: dict[str, Any] | None = None,
         idempotency: str | None = None,
         principal: str = "",
-        prepare: Callable[[str], dict[str, Any]] | None = None,
+        prepare: Callable[[str], None] | None = None,
         discard: Callable[[str], None] | None = None,
         estimate: dict[str, Any] | None = None,
     ) -> Submission:
-        """Enqueue one job; ``prepare(job_id)`` (e.g. store the upload) runs only for a new job, and
-        ``discard(job_id)`` undoes it when the job is refused after all (queue filled meanwhile)."""
+        """Enqueue one typed job; ``prepare(job_id)`` (e.g. store the upload) runs only for a new job, and
+        ``discard(job_id)`` undoes it when the job is refused after all (queue filled meanwhile).
+
+        ``client_request`` is what the client sent (before a missing seed was drawn; default: the job):
+        an idempotent retry is recognised by it."""
+        kind = job.kind
         if kind not in JOB_FUNCTIONS:
             raise BadInputError(f"unknown job kind {kind!r}")
         conn = self.queue.connection
         job_id = new_job_id()
-        fp = fingerprint(kind, params)
+        fp = fingerprint(kind, job.to_dict() if client_request is None else client_request)
         idem = None
         prepared = False
         if idempotency:
@@ -99,11 +104,12 @@ class Submitter:
                 return self._replay(idem, fp)
         try:
             self.check_room()
-            extra = prepare(job_id) if prepare is not None else {}
+            if prepare is not None:
+                prepare(job_id)
             prepared = True
-            job = self.queue.create_job(
+            rq_job = self.queue.create_job(
                 JOB_FUNCTIONS[kind],
-                kwargs={"params": {**params, **extra}},
+                kwargs={"job": job.to_dict()},
                 job_id=job_id,
                 timeout=timeout_s,
                 result_ttl=self.result_ttl_s,
@@ -113,7 +119,7 @@ class Submitter:
                 meta={"kind": kind, "fingerprint": fp, "submitted_at": time.time(), "estimate": estimate},
                 description=f"{kind} {job_id}",
             )
-            self._enqueue_bounded(job)
+            self._enqueue_bounded(rq_job)
         except BaseException:
             if idem is not None:
                 conn.delete(idem)

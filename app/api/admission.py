@@ -20,6 +20,7 @@ from workers.estimates import (
     job_timeout_s,
     seconds_per_work,
 )
+from workers.job_requests import GenerateJob, Job
 from workers.submit import Submission
 from workers.watchdog import live_workers
 
@@ -80,10 +81,8 @@ def preprocess_config(summary: dict[str, Any]) -> PreprocessConfig:
 
 
 def check_generate_request(state: ServiceState, body: Any) -> None:
-    """Refuse before queueing what the pipeline would refuse after: sizes below one tile, sizes for dual-view."""
+    """Refuse before queueing what the pipeline would refuse after: sizes below one tile of the served bundle."""
     if body.model == "dualview":
-        if body.height is not None or body.width is not None:
-            raise BadInputError("dual-view pairs have the bundle's fixed size: leave height and width unset")
         return
     s = int((_geometry(state, "mambo") or {}).get("s", 0))
     for name in ("height", "width"):
@@ -92,13 +91,11 @@ def check_generate_request(state: ServiceState, body: Any) -> None:
             raise BadInputError(f"{name} {value} is smaller than one {s}-pixel tile of the MAMBO bundle")
 
 
-def admit_cost(
-    state: ServiceState, kind: str, params: dict[str, Any], *, breast_fraction: float | None = None
-) -> JobCost:
+def admit_cost(state: ServiceState, job: Job, *, breast_fraction: float | None = None) -> JobCost:
     """The job's estimated cost (the one the ETAs use), refused when over the per-request limit or
     when its estimated run would outlast the job timeout."""
-    bundle_kind = "dualview" if params.get("model") == "dualview" else "mambo"
-    cost = job_cost(kind, params, _geometry(state, bundle_kind), breast_fraction=breast_fraction)
+    bundle_kind = "dualview" if isinstance(job, GenerateJob) and job.request.model == "dualview" else "mambo"
+    cost = job_cost(job, _geometry(state, bundle_kind), breast_fraction=breast_fraction)
     s = state.settings
     if cost.work > s.max_job_evaluations:
         raise CostLimitError(

@@ -26,6 +26,7 @@ from models.errors import BadInputError, ServerBusyError
 from models.imaging.readers import ImageInfo, probe_image, read_image
 from models.input_checks import InputKind, check_input_image, check_input_size
 from models.preprocess import PreprocessConfig
+from workers.job_requests import StoredUpload
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +79,11 @@ class Upload:
     info: ImageInfo
     breast_fraction: float | None = None  # set once decoded and checked
 
-    def params(self) -> dict[str, Any]:
+    def stored(self) -> StoredUpload:
         """What the job records about its input (the worker reads the stored file again)."""
-        return {
-            "input_format": self.info.format,
-            "input_height": self.info.height,
-            "input_width": self.info.width,
-            "input_sha256": hashlib.sha256(self.data).hexdigest(),
-            "input_name": f"input{SUFFIX[self.info.format]}",
-        }
+        info = self.info
+        name = f"input{SUFFIX[info.format]}"
+        return StoredUpload(name, info.format, info.height, info.width, hashlib.sha256(self.data).hexdigest())
 
 
 async def read_header(file: UploadFile, settings: Any) -> Upload:

@@ -1,19 +1,26 @@
 """Request and response models of the HTTP API (pydantic), with the examples OpenAPI shows.
 
-Bounds here are the first line of input safety: FastAPI answers 422 naming the bad field before
-anything reaches the queue. Bounds that depend on the deployment (largest image) are checked
-against `Settings` in the routes.
+A request body becomes the typed request the CLI also builds (``models.requests``, with its
+``models.options.SamplingOptions``) while pydantic parses it: that constructor is the one place the
+sampling options are checked, and its BadInputError becomes FastAPI's 422 naming the problem before
+anything reaches the queue. Service limits (count, scale, repeats, minimum size) are bounds here;
+bounds that depend on the deployment (largest image) are checked against `Settings` in the routes.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-Sampler = Literal["ddpm", "ddim", "dpmsolver"]
-Stitching = Literal["raster", "wavefront", "fused"]
-OutputFormat = Literal["png16", "npy", "dicom"]
+from models.errors import BadInputError
+from models.options import SAMPLERS, STITCHING_MODES, SamplingOptions, request_seeds
+from models.requests import STAND_INS, AnomalyConfig, GenerationRequest, SuperResConfig
+from workers.job_requests import OUTPUT_FORMATS, AnomalyMapJob, GenerateJob, StoredUpload, SuperResolveJob
+
+Sampler = Literal[SAMPLERS]  # type: ignore[valid-type]
+Stitching = Literal[STITCHING_MODES]  # type: ignore[valid-type]
+OutputFormat = Literal[OUTPUT_FORMATS]  # type: ignore[valid-type]
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -22,18 +29,50 @@ class _Strict(BaseModel):
 
 
 class DenoiseParams(_Strict):
-    """Sampler settings shared by every job kind."""
+    """The sampling options every job kind takes (``models.options.SamplingOptions`` validates them, once).
 
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1, description="Random seed; unset: random.")
-    steps: int = Field(default=50, ge=1, le=1000, description="Denoising steps per stage.")
+    A request that gives no seed gets a random one when it is accepted; the job summary records it.
+    """
+
+    seed: int | None = Field(default=None, description="Random seed of the first image; unset: random.")
+    steps: int = Field(default=50, description="Denoising steps per stage, 1..1000.")
     sampler: Sampler = "ddim"
-    eta: float = Field(default=0.0, ge=0.0, le=1.0, description="DDIM eta (0 = deterministic).")
+    eta: float = Field(default=0.0, description="DDIM eta in [0, 1] (0 = deterministic).")
     formats: list[OutputFormat] = Field(default_factory=lambda: ["png16"], min_length=1, max_length=3)
 
+    _request: Any = PrivateAttr(default=None)
+
+    def _count(self) -> int:
+        return 1
+
+    def options(self, **extra: Any) -> SamplingOptions:
+        """The request's SamplingOptions (a missing seed drawn here)."""
+        return SamplingOptions(
+            sampler=self.sampler,
+            steps=self.steps,
+            eta=self.eta,
+            seeds=request_seeds(self.seed, self._count()),
+            max_batch=getattr(self, "max_batch", None) or 16,
+            **extra,
+        )
+
     @model_validator(mode="after")
-    def _unique_formats(self) -> DenoiseParams:
+    def _validated(self) -> DenoiseParams:
+        """Build the typed request now: its validation is the only one; a failure is a 422 naming the field."""
         self.formats = list(dict.fromkeys(self.formats))
+        try:
+            self._request = self.build_request()
+        except BadInputError as exc:
+            raise ValueError(exc.message) from exc
         return self
+
+    def build_request(self) -> Any:
+        """The typed request of this job kind."""
+        raise NotImplementedError
+
+    def client_request(self) -> dict[str, Any]:
+        """What the client sent (idempotency fingerprint)."""
+        return self.model_dump()
 
 
 class GenerateRequest(DenoiseParams):
@@ -47,7 +86,7 @@ class GenerateRequest(DenoiseParams):
     laterality: Literal["L", "R"] = Field(
         default="R", description="Breast side; the image shows it in standard display (R: chest wall on the right)."
     )
-    max_batch: int | None = Field(default=None, ge=1, le=4096, description="Largest model batch (memory bound).")
+    max_batch: int | None = Field(default=None, description="Largest model batch, 1..4096 (memory bound).")
 
     model_config = ConfigDict(
         extra="forbid",
@@ -68,6 +107,17 @@ class GenerateRequest(DenoiseParams):
             ]
         },
     )
+
+    def _count(self) -> int:
+        return self.count
+
+    def build_request(self) -> GenerationRequest:
+        return GenerationRequest(
+            self.model, self.height, self.width, self.laterality, self.options(stitching=self.stitching)
+        )
+
+    def job(self) -> GenerateJob:
+        return GenerateJob(self._request, tuple(self.formats))
 
 
 class _FormParams(DenoiseParams):
@@ -90,10 +140,16 @@ class SuperResolveParams(_FormParams):
 
     scale: int = Field(default=4, ge=2, le=16, description="Upscaling factor (the paper uses 4 and 16).")
     stitching: Stitching = "wavefront"
-    stand_in: Literal["auto", "global", "mid"] = Field(
+    stand_in: Literal[STAND_INS] = Field(  # type: ignore[valid-type]
         default="auto", description="What the input replaces: the global image (stages 2+3 run) or the mid image."
     )
-    max_batch: int | None = Field(default=None, ge=1, le=4096)
+    max_batch: int | None = Field(default=None, description="Largest model batch, 1..4096.")
+
+    def build_request(self) -> SuperResConfig:
+        return SuperResConfig(self.scale, stand_in=self.stand_in, options=self.options(stitching=self.stitching))
+
+    def job(self, upload: StoredUpload) -> SuperResolveJob:
+        return SuperResolveJob(request=self._request, upload=upload, formats=tuple(self.formats))
 
 
 class AnomalyMapParams(_FormParams):
@@ -102,20 +158,29 @@ class AnomalyMapParams(_FormParams):
     Defaults follow the stronger recipe: noise to lambda = 700, several seeds, Otsu threshold.
     """
 
-    timestep: int = Field(default=700, ge=1, le=999, description="Noise level lambda the input is noised to.")
+    timestep: int = Field(default=700, description="Noise level lambda (1..999) the input is noised to.")
     repeats: int = Field(default=3, ge=1, le=16, description="Seeds (seed, seed+1, ...) whose residuals are averaged.")
     threshold_mode: Literal["otsu", "fixed", "percentile"] = "otsu"
     threshold: float | None = Field(default=None, ge=0.0, le=100.0, description="For 'fixed' or 'percentile'.")
     resolution: Literal["global", "full"] = Field(
         default="global", description="global: the paper's s x s map; full: native-resolution patch reconstructions."
     )
-    max_batch: int | None = Field(default=None, ge=1, le=4096)
+    max_batch: int | None = Field(default=None, description="Largest model batch, 1..4096.")
 
-    @model_validator(mode="after")
-    def _threshold_given(self) -> AnomalyMapParams:
-        if self.threshold_mode != "otsu" and self.threshold is None:
-            raise ValueError(f"threshold_mode {self.threshold_mode!r} needs a threshold")
-        return self
+    def _count(self) -> int:
+        return self.repeats
+
+    def build_request(self) -> AnomalyConfig:
+        return AnomalyConfig(
+            lam=self.timestep,
+            threshold_mode=self.threshold_mode,
+            threshold=self.threshold,
+            resolution=self.resolution,
+            options=self.options(),
+        )
+
+    def job(self, upload: StoredUpload) -> AnomalyMapJob:
+        return AnomalyMapJob(request=self._request, upload=upload, formats=tuple(self.formats))
 
 
 class ResultLink(BaseModel):

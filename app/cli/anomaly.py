@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from app.cli.common import add_sampling_arguments, progress_printer, sampling_options
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, metavar="INPUT", help="mammogram (DICOM, PNG or TIFF)")
@@ -40,45 +42,40 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--resolution", default="global", choices=("global", "full"), help="global: stage 1 (paper); full: stage 3"
     )
     parser.add_argument("--bundle", type=Path, default=None, help="MAMBO bundle trained on healthy images")
-    parser.add_argument("--sampler", default="ddpm", choices=("ddpm", "ddim", "dpmsolver"))
-    parser.add_argument(
-        "--steps", type=int, default=1000, help="sampler steps over the 1000-step schedule (ddpm 1000: lambda calls)"
+    add_sampling_arguments(
+        parser,
+        sampler="ddpm",
+        steps=1000,
+        steps_help="sampler steps over the 1000-step schedule (ddpm 1000: lambda calls)",
+        max_batch_help="tiles x seeds per network call",
+        stitching=False,
     )
-    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
-    parser.add_argument("--max-batch", type=int, default=16, help="tiles x seeds per network call")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: settings, else auto)")
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from app.cli.common import progress_printer
     from app.cli.superres import require_bundle
     from app.settings import get_settings
-    from models.anomaly import AnomalyConfig, AnomalyPipeline
+    from models.anomaly import AnomalyPipeline
     from models.anomaly_postprocess import PAPER_POST, STRONG_POST
     from models.devices import resolve_device
-    from models.errors import BadInputError
     from models.imaging.files import atomic_write, write_npy, write_png8, write_png16
     from models.imaging.readers import read_image
+    from models.options import request_seeds
+    from models.requests import AnomalyConfig
 
-    if args.seeds < 1:
-        raise BadInputError(f"--seeds must be >= 1, got {args.seeds}")
-    settings = get_settings()
-    image, info = read_image(args.input, max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
-    config = AnomalyConfig(
+    config = AnomalyConfig(  # validated here, before the bundle loads: a bad option fails fast
         lam=args.lam,
-        seeds=tuple(args.seed + i for i in range(args.seeds)),
-        sampler=args.sampler,
-        num_inference_steps=args.steps,
-        eta=args.eta,
         post=PAPER_POST if args.recipe == "paper" else STRONG_POST,
         threshold_mode=args.threshold_mode,
         threshold=args.threshold,
         resolution=args.resolution,
-        max_batch=args.max_batch,
+        options=sampling_options(args, request_seeds(args.seed, args.seeds)),
     )
-    config.validate()  # before the bundle loads: a bad option fails fast
+    settings = get_settings()
+    image, info = read_image(args.input, max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
     bundle_path = require_bundle(args.bundle or settings.bundle_path("mambo"))
     pipe = AnomalyPipeline.from_bundle(bundle_path, device=resolve_device(args.device or settings.device))
     result = pipe(image, config, info=info, callback=progress_printer("anomaly-map"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -18,3 +19,51 @@ def progress_printer(label: str) -> Callable[[Any], None]:
             print(f"{label}: {p.stage} {p.fraction:.0%}", file=sys.stderr)
 
     return callback
+
+
+def add_sampling_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    sampler: str = "ddim",
+    steps: int = 50,
+    steps_help: str = "denoising steps per stage",
+    max_batch: int = 16,
+    max_batch_help: str = "tiles per network call (bounds memory)",
+    stitching: bool = True,
+) -> None:
+    """The flags of ``models.options.SamplingOptions`` (same names as the API fields); seeds are per command."""
+    from models.options import SAMPLERS, STITCHING_MODES
+
+    parser.add_argument("--sampler", default=sampler, choices=SAMPLERS)
+    parser.add_argument("--steps", type=int, default=steps, help=steps_help)
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic, 1: DDPM-like)")
+    parser.add_argument("--max-batch", type=int, default=max_batch, help=max_batch_help)
+    if stitching:
+        parser.add_argument("--stitching", default="wavefront", choices=STITCHING_MODES)
+
+
+def sampling_options(args: argparse.Namespace, seeds: tuple[int, ...]) -> Any:
+    """The validated SamplingOptions of the flags added by :func:`add_sampling_arguments`."""
+    from models.options import SamplingOptions
+
+    return SamplingOptions(
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        stitching=getattr(args, "stitching", "wavefront"),
+        max_batch=args.max_batch,
+        seeds=seeds,
+        skip_background=not getattr(args, "no_skip_background", False),
+    )
+
+
+def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, type: Callable[[str], Any]) -> None:
+    """Keep an old flag working (hidden from --help) with a warning naming its replacement."""
+    dest = new.lstrip("-").replace("-", "_")
+
+    class Deprecated(argparse.Action):
+        def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+            print(f"warning: {old} is deprecated; use {new}", file=sys.stderr)
+            setattr(namespace, dest, values)
+
+    parser.add_argument(old, dest=dest, type=type, action=Deprecated, default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.cli.common import add_deprecated_alias, add_sampling_arguments, sampling_options
+
 FORMATS = ("png", "dicom", "rgb")
 
 
@@ -23,16 +25,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=1, help="number of CC/MLO pairs")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first pair (pair i: seed + i)")
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps (the paper: ddpm, 1000)")
-    parser.add_argument("--sampler", default="ddim", choices=("ddpm", "ddim", "dpmsolver"))
-    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic)")
+    add_sampling_arguments(
+        parser,
+        steps_help="denoising steps (the paper: ddpm, 1000)",
+        max_batch=8,
+        max_batch_help="pairs per network call (was --batch-size)",
+        stitching=False,
+    )
     parser.add_argument(
         "--laterality",
         default="R",
         choices=("L", "R", "both"),
         help="laterality of the pairs; 'both' alternates R, L, R, ... (the model draws one side and mirrors)",
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="pairs per network call")
+    add_deprecated_alias(parser, "--batch-size", "--max-batch", int)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: settings, else auto)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument(
@@ -42,9 +48,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from app.settings import get_settings
-    from models.devices import resolve_device
+    from models.devices import parse_dtype, resolve_device
     from models.dualview import DualViewPipeline
     from models.errors import BadInputError, BundleNotFoundError
+    from models.options import request_seeds
 
     formats = {f.strip() for f in args.format.split(",") if f.strip()}
     if not formats or formats - set(FORMATS):
@@ -57,17 +64,10 @@ def run(args: argparse.Namespace) -> int:
             "--random --out DIR` or `mammogen train dualview ...`, and pass --bundle DIR"
         )
     device = resolve_device(args.device or settings.device)
-    pipe = DualViewPipeline.from_bundle(bundle, device=device, dtype=args.dtype)
+    options = sampling_options(args, request_seeds(args.seed, args.count))
+    pipe = DualViewPipeline.from_bundle(bundle, device=device, dtype=parse_dtype(args.dtype))
     lats = ["R" if i % 2 == 0 else "L" for i in range(args.count)] if args.laterality == "both" else args.laterality
-    result = pipe(
-        args.count,
-        seed=args.seed,
-        num_inference_steps=args.steps,
-        sampler=args.sampler,
-        eta=args.eta,
-        laterality=lats,
-        batch_size=args.batch_size,
-    )
+    result = pipe(options, laterality=lats)
     pairs = write_pairs(args.out, result, pipe, formats)
     summary = {
         "bundle": str(bundle),

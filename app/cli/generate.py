@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.cli.common import add_sampling_arguments, progress_printer, sampling_options
+
 FORMATS = ("png", "npy")
 
 
@@ -29,12 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int, default=None, help="output height (default: the bundle's native)")
     parser.add_argument("--width", type=int, default=None, help="output width (default: the bundle's native)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps per stage (paper: DDIM 150)")
-    parser.add_argument("--sampler", default="ddim", choices=("ddim", "dpmsolver", "ddpm"))
-    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 DDPM-like)")
-    parser.add_argument("--stitching", default="wavefront", choices=("raster", "wavefront", "fused"))
+    add_sampling_arguments(parser, steps_help="denoising steps per stage (paper: DDIM 150)")
     parser.add_argument("--count", type=int, default=1, help="number of images")
-    parser.add_argument("--max-batch", type=int, default=16, help="tiles per network call (bounds memory)")
     parser.add_argument(
         "--images-per-batch",
         type=int,
@@ -50,16 +48,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.cli.common import progress_printer
     from app.settings import get_settings
     from models.bundle import load_bundle
     from models.devices import parse_dtype, resolve_device
     from models.errors import BadInputError
     from models.imaging.files import write_npy, write_png16
     from models.mambo import MamboPipeline
+    from models.options import request_seeds
+    from models.requests import GenerationRequest, with_seeds
 
-    if args.count < 1 or args.images_per_batch < 1:
-        raise BadInputError("--count and --images-per-batch must be >= 1")
+    if args.images_per_batch < 1:
+        raise BadInputError("--images-per-batch must be >= 1")
+    request = GenerationRequest(
+        "mambo",
+        args.height,
+        args.width,
+        laterality="R" if args.chest_wall == "right" else "L",
+        options=sampling_options(args, request_seeds(args.seed, args.count)),
+    )
     settings = get_settings()
     bundle_path = args.bundle or settings.bundle_path("mambo")
     t0 = time.perf_counter()
@@ -74,22 +80,10 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     images: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
-    seeds = [args.seed + i for i in range(args.count)]
+    seeds = request.options.seeds
     for g in range(0, len(seeds), args.images_per_batch):
-        group = seeds[g : g + args.images_per_batch]
-        results = pipe.generate_many(
-            args.height,
-            args.width,
-            seeds=group,
-            num_inference_steps=args.steps,
-            sampler=args.sampler,
-            eta=args.eta,
-            stitching=args.stitching,
-            max_batch=args.max_batch,
-            chest_wall=args.chest_wall,
-            skip_background=not args.no_skip_background,
-            callback=progress_printer(f"generate {g + len(group)}/{args.count}"),
-        )
+        group = seeds[g : g + args.images_per_batch]  # denoised in lock-step, as the service's job does
+        results = pipe.run(with_seeds(request, group), progress_printer(f"generate {g + len(group)}/{args.count}"))
         runs.append(results[0].stats.to_dict())
         for seed, result in zip(group, results, strict=True):
             stem = f"mambo_seed{seed}"

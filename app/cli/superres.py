@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from app.cli.common import add_sampling_arguments, progress_printer, sampling_options
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, metavar="INPUT", help="low-resolution mammogram (DICOM, PNG or TIFF)")
@@ -21,10 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=None, help="explicit output width (with --height)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--bundle", type=Path, default=None, help="MAMBO bundle (default: the configured one)")
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps per stage")
-    parser.add_argument("--sampler", default="ddim", choices=("ddpm", "ddim", "dpmsolver"))
-    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic)")
-    parser.add_argument("--stitching", default="wavefront", choices=("raster", "wavefront", "fused"))
+    add_sampling_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--stand-in",
@@ -33,35 +32,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="what the input replaces: the global image (stages 2+3) or the mid image (stage 3 only); "
         "auto: mid when the scale is at most 1.5 k",
     )
-    parser.add_argument("--max-batch", type=int, default=16, help="tiles per network call")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: settings, else auto)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.cli.common import progress_printer
     from app.settings import get_settings
     from models.devices import resolve_device
     from models.imaging.files import atomic_write, write_png16
     from models.imaging.readers import read_image
     from models.metrics.image_quality import bicubic_upsample
-    from models.superres import SuperResConfig, SuperResolutionPipeline
+    from models.requests import SuperResConfig
+    from models.superres import SuperResolutionPipeline
 
+    config = SuperResConfig(args.scale, args.height, args.width, args.stand_in, sampling_options(args, (args.seed,)))
     settings = get_settings()
     image, info = read_image(args.input, max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
     bundle_path = require_bundle(args.bundle or settings.bundle_path("mambo"))
     pipe = SuperResolutionPipeline.from_bundle(bundle_path, device=resolve_device(args.device or settings.device))
-    config = SuperResConfig(
-        scale=args.scale,
-        height=args.height,
-        width=args.width,
-        seed=args.seed,
-        num_inference_steps=args.steps,
-        sampler=args.sampler,
-        eta=args.eta,
-        stitching=args.stitching,
-        max_batch=args.max_batch,
-        stand_in=args.stand_in,
-    )
     result = pipe(image, config, info=info, callback=progress_printer("super-resolve"))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -72,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
     if getattr(info, "dataset", None) is not None:
         from models.imaging.dicom_write import write_derived_dicom
 
-        name, version = bundle_identity(bundle_path)
         spacing = info.pixel_spacing_mm
         files["dicom"] = str(
             write_derived_dicom(
@@ -80,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
                 result.image,
                 info.dataset,
                 description=f"MAMBO super-resolution to {result.image.shape[0]}x{result.image.shape[1]}",
-                model_name=name,
-                model_version=version,
+                model_name=f"mammogen MAMBO {pipe.mambo.name}",
+                model_version=pipe.mambo.version or "unversioned",
                 chest_wall=result.orientation.chest_wall,
                 # the output's pixels are finer by the scale (rows decide: the aspect is kept)
                 pixel_spacing_mm=spacing[0] * image.shape[0] / result.image.shape[0] if spacing else None,
@@ -104,10 +90,3 @@ def require_bundle(path: Path) -> Path:
             "or `mammogen train ...`, and pass --bundle DIR"
         )
     return Path(path)
-
-
-def bundle_identity(path: Path) -> tuple[str, str]:
-    from models.bundle import load_bundle
-
-    b = load_bundle(path, verify=False)
-    return f"mammogen MAMBO {b.name}", b.version or "unversioned"

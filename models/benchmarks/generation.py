@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ from models.benchmarks.harness import (
     peak_memory,
 )
 from models.geometry import MamboGeometry
-from models.mambo import STAGES, MamboPipeline, RunOptions, random_mambo_networks
+from models.mambo import STAGES, MamboPipeline, random_mambo_networks
+from models.options import SamplingOptions, request_seeds
 from models.schedulers import NOISE_SCHEDULE
 
 STAGE_IN_CHANNELS = {"global": 1, "local": 3, "patch": 3}
@@ -88,9 +89,8 @@ def run_stages(
     pipe: MamboPipeline,
     height: int,
     width: int,
-    opts: RunOptions,
+    opts: SamplingOptions,
     device: torch.device,
-    seeds: list[int],
     lockstep: bool = True,
 ) -> tuple[list[np.ndarray], dict[str, dict[str, Any]]]:
     """The three stages one after the other, each under its own clock and memory peak.
@@ -100,7 +100,8 @@ def run_stages(
     """
     plan = pipe.plan(height, width)
     rows: dict[str, dict[str, Any]] = {}
-    groups = [seeds] if lockstep else [[seed] for seed in seeds]
+    seeds = opts.seeds
+    groups = [seeds] if lockstep else [(seed,) for seed in seeds]
 
     def timed(stage: str, fn: Any) -> Any:
         with clock(device) as timing, peak_memory(device) as mem:
@@ -128,11 +129,10 @@ def run_stages(
 
     images: list[np.ndarray] = []
     for group in groups:
-        globals_ = timed("global", lambda group=group: pipe.generate_global_batch(group, opts))
-        mids = timed("local", lambda group=group, g=globals_: pipe.generate_mid_batch(g, group, plan, opts))
-        images += timed(
-            "patch", lambda group=group, g=globals_, m=mids: pipe.generate_full_batch(g, m, group, plan, opts)
-        )
+        spec = pipe.spec(replace(opts, seeds=group))
+        globals_ = timed("global", lambda spec=spec: pipe.generate_global_batch(spec))
+        mids = timed("local", lambda spec=spec, g=globals_: pipe.generate_mid_batch(g, plan, spec))
+        images += timed("patch", lambda spec=spec, g=globals_, m=mids: pipe.generate_full_batch(g, m, plan, spec))
     return images, rows
 
 
@@ -172,18 +172,18 @@ def bench_generate(
     configs = {"candidate": (acceleration, stitching, max_batch)}
     if reference:
         configs["reference"] = (Acceleration.reference(), "raster", 1)
-    seeds = [seed + i for i in range(images)]
+    seeds = request_seeds(seed, images)
     outputs: dict[str, list[np.ndarray]] = {}
     totals: dict[str, dict[str, Any]] = {}
     for name, (accel, mode, chunk) in configs.items():
         pipe = build_pipeline(networks, accel, device)
         _warm(pipe, device)
-        opts = MamboPipeline.options(seed, steps, sampler, eta, mode, chunk, skip_background)
+        opts = SamplingOptions(sampler, steps, eta, mode, chunk, seeds, skip_background)
         if warmup and name == "candidate":  # compile / CUDA-graph capture / cuDNN autotune, reported apart
             start = time.perf_counter()
-            run_stages(pipe, height, width, opts, device, seeds)
+            run_stages(pipe, height, width, opts, device)
             yield {"bench": "generate", "config": name, "stage": "warmup", "seconds": time.perf_counter() - start}
-        outputs[name], stages = run_stages(pipe, height, width, opts, device, seeds, lockstep=name == "candidate")
+        outputs[name], stages = run_stages(pipe, height, width, opts, device, lockstep=name == "candidate")
         peak = device_peak(device, accel.dtype) if measure_peak or device.type == "cuda" else Peak(None, "not measured")
         common = {
             "bench": "generate",

@@ -23,6 +23,7 @@ from models.benchmarks.harness import clock, clock_name, environment
 from models.imaging.mask import breast_mask
 from models.metrics.image_quality import psnr, ssim
 from models.metrics.seams import boundaries_from_geometry, seam_score
+from models.options import SamplingOptions
 
 
 def parse_setting(text: str) -> tuple[str, int]:
@@ -70,15 +71,8 @@ def bench_steps(
     base_seconds = base_wall = 0.0
     for sampler, steps in [baseline, *settings]:
         with clock(device) as timing:
-            result = pipe(
-                height,
-                width,
-                seed=seed,
-                num_inference_steps=steps,
-                sampler=sampler,
-                stitching=stitching,
-                max_batch=max_batch,
-            )
+            options = SamplingOptions(sampler, steps, stitching=stitching, max_batch=max_batch, seeds=(seed,))
+            result = pipe(height, width, options)
         image = result.image
         row: dict[str, Any] = {
             "bench": "steps",

@@ -45,11 +45,11 @@ def generate(
     check_output_size(state, body.height, body.width)
     ensure_model_available(state, body.model)
     check_generate_request(state, body)
-    params = body.model_dump()
-    cost = admit_cost(state, "generate", params)
+    job = body.job()
+    cost = admit_cost(state, job)
     sub = state.submitter.submit(
-        "generate",
-        params,
+        job,
+        client_request=body.client_request(),
         timeout_s=timeout_for(state, cost),
         estimate=cost.to_dict(),
         idempotency=idempotency_key,

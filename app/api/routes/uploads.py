@@ -31,6 +31,7 @@ from app.api.schemas import AnomalyMapParams, JobAccepted, SuperResolveParams
 from app.api.state import ServiceState
 from models.errors import NotBuiltError
 from models.input_checks import InputKind
+from workers.job_requests import AnomalyMapJob, SuperResolveJob
 
 router = APIRouter(tags=["jobs"])
 
@@ -54,22 +55,21 @@ def _require(module: str, feature: str) -> None:
 
 
 def _submit(
-    kind: str,
     state: ServiceState,
-    params: dict[str, Any],
+    job: SuperResolveJob | AnomalyMapJob,
+    params: SuperResolveParams | AnomalyMapParams,
     upload: Upload,
     idempotency_key: str | None,
     principal: str,
 ) -> Any:
-    cost = admit_cost(state, kind, params, breast_fraction=upload.breast_fraction)
+    cost = admit_cost(state, job, breast_fraction=upload.breast_fraction)
 
-    def store_upload(job_id: str) -> dict[str, Any]:
+    def store_upload(job_id: str) -> None:
         state.store.save_upload(job_id, io.BytesIO(upload.data), SUFFIX[upload.info.format])
-        return {}
 
     return state.submitter.submit(
-        kind,
-        params,
+        job,
+        client_request={**params.client_request(), "input_sha256": job.upload.sha256},
         timeout_s=timeout_for(state, cost),
         estimate=cost.to_dict(),
         idempotency=idempotency_key,
@@ -125,8 +125,8 @@ async def super_resolve(
 ) -> JobAccepted:
     _require("models.superres", "super-resolution")
     upload = await _admit_upload(request, state, "super-resolve", file, scale=params.scale)
-    job_params = {**params.model_dump(), **upload.params()}
-    sub = await run_in_threadpool(_submit, "super-resolve", state, job_params, upload, idempotency_key, principal)
+    job = params.job(upload.stored())
+    sub = await run_in_threadpool(_submit, state, job, params, upload, idempotency_key, principal)
     if not sub.replayed:
         metrics.submitted.labels(kind="super-resolve").inc()
     return await run_in_threadpool(accepted, request, response, sub)
@@ -150,8 +150,8 @@ async def anomaly_map(
     idempotency_key: IdempotencyKeyDep = None,
 ) -> JobAccepted:
     upload = await _admit_upload(request, state, "anomaly-map", file, resolution=params.resolution)
-    job_params = {**params.model_dump(), **upload.params()}
-    sub = await run_in_threadpool(_submit, "anomaly-map", state, job_params, upload, idempotency_key, principal)
+    job = params.job(upload.stored())
+    sub = await run_in_threadpool(_submit, state, job, params, upload, idempotency_key, principal)
     if not sub.replayed:
         metrics.submitted.labels(kind="anomaly-map").inc()
     return await run_in_threadpool(accepted, request, response, sub)

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from app.cli.common import add_sampling_arguments, sampling_options
+
 MODES_ORDER = ("fixed", "otsu", "percentile", "best_dice_val", "oracle_best_dice")
 
 
@@ -43,14 +45,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phantom-seed", type=int, default=1000, help="first test phantom seed")
     parser.add_argument("--lambda", dest="lam", type=int, default=700)
     parser.add_argument("--seeds", type=int, default=5, help="reconstructions averaged per image")
-    parser.add_argument("--sampler", default="ddim", choices=("ddpm", "ddim", "dpmsolver"))
-    parser.add_argument("--steps", type=int, default=100, help="sampler steps over the 1000-step schedule")
+    add_sampling_arguments(parser, steps=100, steps_help="sampler steps over the 1000-step schedule", stitching=False)
     parser.add_argument("--recipe", default="strong", choices=("strong", "paper"))
     parser.add_argument("--resolution", default="global", choices=("global", "full"))
     parser.add_argument("--fixed-threshold", type=float, default=0.1, help="heat threshold of the fixed mode")
     parser.add_argument("--percentile", type=float, default=99.0, help="healthy percentile of the percentile mode")
     parser.add_argument("--buckets", type=int, default=6, help="lesion-size buckets (the paper: 6)")
-    parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--device", default=None)
 
 
@@ -201,14 +201,16 @@ def format_report(report: dict[str, Any], header: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     from app.cli.superres import require_bundle
     from app.settings import get_settings
-    from models.anomaly import AnomalyConfig, AnomalyPipeline, anomaly_from_reconstructions
+    from models.anomaly import AnomalyPipeline, anomaly_from_reconstructions
     from models.anomaly_input import prepare as prepare_input
     from models.anomaly_postprocess import PAPER_POST, STRONG_POST
     from models.bundle import load_bundle
     from models.devices import resolve_device
     from models.errors import BadInputError
     from models.geometry import MamboGeometry
+    from models.options import request_seeds
     from models.preprocess import DEFAULT_PREPROCESS
+    from models.requests import AnomalyConfig
 
     if min(args.count, args.seeds) < 1 or min(args.val, args.healthy) < 0:
         raise BadInputError("--count and --seeds must be >= 1, --val and --healthy >= 0")
@@ -231,14 +233,10 @@ def run(args: argparse.Namespace) -> int:
     healthy = make_cases(args.phantom_seed + 20_000, args.healthy, size, False, views)
     config = AnomalyConfig(
         lam=args.lam,
-        seeds=tuple(range(args.seeds)),
-        sampler=args.sampler,
-        num_inference_steps=args.steps,
         post=PAPER_POST if args.recipe == "paper" else STRONG_POST,
         resolution=args.resolution,
-        max_batch=args.max_batch,
+        options=sampling_options(args, request_seeds(0, args.seeds)),
     )
-    config.validate()
     all_cases = test + val + healthy
     for i, c in enumerate(all_cases):
         info = SimpleNamespace(laterality=c.laterality, dataset=None)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from app.cli.common import add_sampling_arguments, sampling_options
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", type=Path, default=None, help="MAMBO bundle (default: the configured one)")
@@ -27,10 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scales", default="4,16", help="comma list of integer scales (the paper: 4,16)")
     parser.add_argument("--phantom-seed", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--sampler", default="ddim", choices=("ddpm", "ddim", "dpmsolver"))
-    parser.add_argument("--stitching", default="wavefront", choices=("raster", "wavefront", "fused"))
-    parser.add_argument("--max-batch", type=int, default=16)
+    add_sampling_arguments(parser)
     parser.add_argument("--device", default=None)
 
 
@@ -78,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     from models.devices import resolve_device
     from models.errors import BadInputError
     from models.metrics.image_quality import bicubic_upsample, downsample_area, psnr, ssim
-    from models.superres import SuperResConfig, SuperResolutionPipeline
+    from models.requests import SuperResConfig
+    from models.superres import SuperResolutionPipeline
     from training.phantoms import make_phantom_case
 
     try:
@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("--scales must be integers >= 2 and --count >= 1")
     settings = get_settings()
     bundle = load_bundle(require_bundle(args.bundle or settings.bundle_path("mambo")))
+    options = sampling_options(args, (args.seed,))
     pipe = SuperResolutionPipeline.from_bundle(bundle, device=resolve_device(args.device or settings.device))
     g = pipe.mambo.geometry
     size = tuple(args.size) if args.size else default_size(g.s, g.k, max(scales), trained_image_size(bundle))
@@ -104,14 +105,7 @@ def run(args: argparse.Namespace) -> int:
             name = f"{case.case_id}-{case.laterality}-{view.upper()}"
             for scale in scales:
                 low = downsample_area(v.image, scale)
-                config = SuperResConfig(
-                    scale=scale,
-                    seed=args.seed,
-                    num_inference_steps=args.steps,
-                    sampler=args.sampler,
-                    stitching=args.stitching,
-                    max_batch=args.max_batch,
-                )
+                config = SuperResConfig(scale=scale, options=options)
                 result = pipe(low, config, info=SimpleNamespace(laterality=case.laterality, dataset=None))
                 bicubic = bicubic_upsample(low, v.image.shape)
                 for method, out in (("bicubic", bicubic), ("MAMBO stages 2-3", result.image)):

@@ -1,0 +1,87 @@
+"""What a job carries on the queue: the typed model request, the output formats and (for uploads) the file.
+
+The API builds one of these from a validated HTTP request, the queue stores ``to_dict()`` (JSON),
+and the job function rebuilds it with ``from_dict`` before it runs the same pipeline entry point the
+CLI runs. Seeds are concrete here: a request without a seed got a random one when it was accepted,
+so a retried job makes the same images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal
+
+from models.errors import BadInputError
+from models.requests import AnomalyConfig, GenerationRequest, SuperResConfig
+
+OutputFormat = Literal["png16", "npy", "dicom"]
+OUTPUT_FORMATS: tuple[str, ...] = ("png16", "npy", "dicom")
+
+
+def _formats(formats: Any) -> tuple[str, ...]:
+    out = tuple(dict.fromkeys(formats))
+    bad = [f for f in out if f not in OUTPUT_FORMATS]
+    if bad or not out:
+        raise BadInputError(f"formats must be a non-empty list of {', '.join(OUTPUT_FORMATS)}, got {list(formats)}")
+    return out
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    """A validated upload waiting in the result store (``uploads/<job id>/<name>``)."""
+
+    name: str
+    format: str
+    height: int
+    width: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class _Job:
+    kind: ClassVar[str]
+    request_type: ClassVar[Any]
+    request: Any
+    formats: tuple[str, ...] = ("png16",)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "formats", _formats(self.formats))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"request": self.request.to_dict(), "formats": list(self.formats)}
+        upload = getattr(self, "upload", None)
+        return d if upload is None else {**d, "upload": asdict(upload)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        extra = {"upload": StoredUpload(**d["upload"])} if "upload" in d else {}
+        return cls(request=cls.request_type.from_dict(d["request"]), formats=tuple(d["formats"]), **extra)
+
+
+@dataclass(frozen=True)
+class GenerateJob(_Job):
+    kind: ClassVar[str] = "generate"
+    request_type: ClassVar[Any] = GenerationRequest
+    request: GenerationRequest
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuperResolveJob(_Job):
+    kind: ClassVar[str] = "super-resolve"
+    request_type: ClassVar[Any] = SuperResConfig
+    request: SuperResConfig
+    upload: StoredUpload
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnomalyMapJob(_Job):
+    kind: ClassVar[str] = "anomaly-map"
+    request_type: ClassVar[Any] = AnomalyConfig
+    request: AnomalyConfig
+    upload: StoredUpload
+
+
+Job = GenerateJob | SuperResolveJob | AnomalyMapJob
+JOB_TYPES: dict[str, type[GenerateJob] | type[SuperResolveJob] | type[AnomalyMapJob]] = {
+    t.kind: t for t in (GenerateJob, SuperResolveJob, AnomalyMapJob)
+}
