@@ -140,16 +140,17 @@ def test_the_worker_runs_the_same_check_and_fails_the_job_with_the_same_message(
     blank = _png(np.zeros((96, 96), np.uint16))
     api_detail = _post(client, "/super-resolve", blank, scale="2").json()["detail"]
     store = client.app.state.service.store
-    params = {"scale": 2, "steps": 2, "sampler": "ddim", "formats": ["png16"], "input_format": "png"}
-    params |= {"input_height": 96, "input_width": 96, "input_name": "input.png"}
+    from models.options import SamplingOptions
+    from models.requests import SuperResConfig
+    from workers.job_requests import StoredUpload, SuperResolveJob
 
-    def save(job_id: str) -> dict:
+    upload = StoredUpload("input.png", "png", 96, 96, "")
+    job = SuperResolveJob(request=SuperResConfig(2, options=SamplingOptions(steps=2)), upload=upload)
+
+    def save(job_id: str) -> None:
         store.save_upload(job_id, io.BytesIO(blank), ".png")
-        return {}
 
-    sub = Submitter(queue, max_queue_length=3, result_ttl_s=600, retries=0).submit(
-        "super-resolve", params, timeout_s=600, prepare=save
-    )
+    sub = Submitter(queue, max_queue_length=3, result_ttl_s=600, retries=0).submit(job, timeout_s=600, prepare=save)
     runtime = WorkerRuntime(ResultStore(store.root), {"mambo": mambo_bundle})
     t0 = time.monotonic()
     MammogenWorker([queue], connection=queue.connection, runtime=runtime, heartbeat_s=1).work(burst=True)
