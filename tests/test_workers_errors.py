@@ -55,3 +55,48 @@ def test_a_job_whose_bundle_is_missing_fails_once_with_bundle_missing_and_is_not
         assert job.retries_left == 0 and queue.count == 0
     finally:
         purge_queue(redis_conn, name)
+
+
+def _attempt() -> None:
+    """Count this job's attempts in Redis (the test reads them back)."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    job.connection.incr(f"{job.origin}:attempts")
+
+
+def device_oom() -> None:
+    """A job that runs out of device memory (a retry may land on a freer device)."""
+    _attempt()
+    raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def bad_input() -> None:
+    _attempt()
+    raise BadInputError("height 20 is smaller than one tile")
+
+
+def missing_bundle() -> None:
+    _attempt()
+    raise BundleNotFoundError("no mambo bundle is configured on this worker")
+
+
+@pytest.mark.parametrize(
+    ("func", "code", "attempts"),
+    [(device_oom, "out_of_memory", 3), (bad_input, "bad_input", 1), (missing_bundle, "bundle_missing", 1)],
+)
+def test_the_retry_policy_is_set_before_rq_decides(redis_conn, tmp_path, func, code, attempts):  # noqa: F811
+    """Retryable failures use their retries, the others none; each attempt's error is recorded."""
+    from rq import Retry
+
+    name = unique_queue("policy")
+    queue = Queue(name, connection=redis_conn, serializer=SERIALIZER)
+    try:
+        job = queue.enqueue(f"{__name__}.{func.__name__}", retry=Retry(max=2))
+        worker = MammogenWorker([queue], connection=redis_conn, runtime=WorkerRuntime(ResultStore(tmp_path), {}))
+        worker.work(burst=True)
+        job = Job.fetch(job.id, connection=redis_conn, serializer=SERIALIZER)
+        assert job.get_status() == JobStatus.FAILED and job.get_meta()["error"]["error"] == code
+        assert int(redis_conn.get(f"{name}:attempts")) == attempts and job.retries_left == 0
+    finally:
+        purge_queue(redis_conn, name)

@@ -10,7 +10,10 @@ fork, so the job runs in this process. What `SimpleWorker` lacks, this class add
   backoff, the process (and its loaded bundles) stays, and the outage never costs the job a retry;
 - failures recorded as ``{error, detail, http_status}`` in the job meta, from the typed errors;
 - the retry policy: only failures that another attempt can fix are retried (not bad input,
-  a missing bundle or a user's cancel); a cancelled job ends "stopped", never retried.
+  a missing bundle or a user's cancel); a cancelled job ends with the error ``cancelled``.
+
+Only RQ's public API is used (exception handling, job and registry methods, no private attribute);
+the method signatures overridden here are RQ 3's, hence the pin ``rq>=3.0,<4`` in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import socket
 import sys
 import time
 import uuid
-from types import TracebackType
 from typing import Any
 
 from rq import Queue
@@ -52,9 +54,6 @@ NOT_RETRYABLE: tuple[type[BaseException], ...] = (
     CancelledError,
     JobTimeoutException,
 )
-
-ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
-
 
 def is_device_oom(exc: BaseException | None) -> bool:
     """torch's CUDA/MPS out-of-memory errors (a RuntimeError subclass, or a plain one saying so)."""
@@ -156,8 +155,7 @@ class MammogenWorker(SimpleWorker):
             return super().set_state(state, pipeline)
         try:
             super().set_state(state)
-        except REDIS_OUTAGE as exc:
-            self._state = state
+        except REDIS_OUTAGE as exc:  # RQ has set the state in memory before writing it
             self._outage(exc)
 
     def check_for_suspension(self, burst: bool) -> None:
@@ -206,20 +204,20 @@ class MammogenWorker(SimpleWorker):
 
     # failures -------------------------------------------------------------------------------
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
-        """A user's cancel is a normal outcome: one INFO line, not RQ's ERROR with a traceback."""
-        if isinstance(exc_info[1], CancelledError):
-            self.log.info("Worker %s: job %s cancelled by the user; stopped between two steps", self.name, job.id)
-            return
-        super().handle_exception(job, *exc_info)
+        """RQ's public failure hook: it runs before RQ decides on a retry (``handle_job_failure`` reads
+        ``job.retries_left`` next), so the policy and the record are settled here.
 
-    def _finalize_failure(self, job: Job, queue: Queue, execution: Execution, exc_info: ExcInfo) -> None:
+        A retry cannot fix bad input, a missing bundle, a timeout or a user's cancel: none is taken.
+        A Redis outage is the infrastructure's, not the job's: the retry it triggers is given back.
+        The reason goes into the job meta as ``{error, detail, http_status}``. A user's cancel is a
+        normal outcome: one INFO line, not RQ's ERROR with a traceback; RQ records the job failed
+        with the error ``cancelled``, which the API reports as status "cancelled".
+        """
         exc = exc_info[1]
-        if isinstance(exc, CancelledError):
-            self._stopped_job_id = job.id  # RQ marks it STOPPED and never retries it
         if isinstance(exc, NOT_RETRYABLE):
             job.retries_left = 0
         elif isinstance(exc, REDIS_OUTAGE) and job.retries_left is not None:
-            job.retries_left += 1  # the retry RQ is about to take is on the infrastructure, not the job
+            job.retries_left += 1
             self.wait_for_redis()
         if is_device_oom(exc):
             free_device_memory()  # the worker keeps serving; a retry may land on a freer device
@@ -230,7 +228,10 @@ class MammogenWorker(SimpleWorker):
             job.save_meta()
         except Exception:  # recording the reason must not hide the failure itself
             self.log.exception("could not record the error of job %s", job.id)
-        super()._finalize_failure(job, queue, execution, exc_info)
+        if isinstance(exc, CancelledError):
+            self.log.info("Worker %s: job %s cancelled by the user; stopped between two steps", self.name, job.id)
+            return
+        super().handle_exception(job, *exc_info)
 
 
 def run_worker(worker: MammogenWorker, burst: bool = False) -> int:
