@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
+from app import version
 from app.api.errors import install_error_handlers
 from app.api.intake import DecodeBudget
 from app.api.limits import BodyLimitMiddleware
@@ -77,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="mammogen",
-        version=_version(),
+        version=version(),
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=lambda route: route.name,
@@ -103,15 +104,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, on_reject=count_oversized)
     return app
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("mammogen")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def __getattr__(name: str) -> FastAPI:

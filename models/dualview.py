@@ -1,6 +1,6 @@
 """The dual-view model: the CC and MLO views of one breast generated together by one 3-channel DDPM.
 
-The paper (papers/dual-view-ddpm.txt) stores a pair as one RGB image, R = CC, G = MLO and
+The paper (Garza-Abdala et al., a dual-view DDPM; docs/DUALVIEW.md) stores a pair as one RGB image, R = CC, G = MLO and
 B = |CC - MLO|, so a plain unconditional DDPM learns both projections and how they relate. For
 training every breast is turned to face one way (the paper mirrored left breasts to look like right
 ones; this project's canonical side is chest wall left), so the model draws every breast facing

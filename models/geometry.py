@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-BACKGROUND = -1.0  # model range; == models.intensity.IntensityMapping.BACKGROUND_MODEL
+from models.intensity import BACKGROUND
 
 
 @dataclass(frozen=True)

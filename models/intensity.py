@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 RawWindow = Literal["minmax", "percentile", "bits"]
+#: Background in model range (padding, skipped tiles, everything outside the breast): 0 in image range.
+BACKGROUND = -1.0
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,6 @@ class IntensityMapping:
         """[-1, 1] -> [0, 1], clipped (samplers may overshoot slightly)."""
         y = (x + 1.0) / 2.0
         return y.clamp(0.0, 1.0) if isinstance(y, torch.Tensor) else np.clip(y, 0.0, 1.0)
-
-    #: Value of background in model range (padding, skipped tiles).
-    BACKGROUND_MODEL: float = -1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"image_range": [0.0, 1.0], "model_range": [-1.0, 1.0], **asdict(self)}

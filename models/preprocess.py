@@ -1,7 +1,7 @@
 """The one preprocessing chain (MAMBO §8-9): training and serving prepare a mammogram with the same code.
 
     read (MONOCHROME1 inverted, modality + VOI LUT, scaled by the stored bits: models.imaging.readers)
-    -> validate_image (2-D, finite, not empty)  ->  undo_inversion (white-background "negatives")
+    -> validate_image (2-D, finite, not empty)  ->  is_inverted: 1 - x (white-background "negatives")
     -> segment (blur, Otsu x factor, largest blob, filled)  ->  refuse masks under min_breast_fraction
     -> zero_background  ->  face_left (chest wall on the left)  ->  normalize (the IntensityMapping)
     -> crop_to_breast (optional)  ->  [pad: models.geometry.to_canvas, by the stage datasets and pipelines]
@@ -160,12 +160,6 @@ def is_inverted(image: np.ndarray, bins: int = 64) -> bool:
     hist, edges = np.histogram(np.asarray(image, np.float32), bins=bins, range=(0.0, 1.0))
     mode = int(np.argmax(hist))
     return (edges[mode] + edges[mode + 1]) / 2.0 > 0.5
-
-
-def undo_inversion(image: np.ndarray) -> tuple[np.ndarray, bool]:
-    if is_inverted(image):
-        return (1.0 - np.asarray(image, np.float32)).astype(np.float32), True
-    return np.asarray(image, np.float32), False
 
 
 def segment(image: np.ndarray, config: PreprocessConfig = DEFAULT_PREPROCESS) -> np.ndarray:

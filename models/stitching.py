@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from diffusers import UNet2DModel
 
-from models.geometry import BACKGROUND, Box, TileGrid, crop, tile_weights
+from models.geometry import Box, TileGrid, crop, tile_weights
+from models.intensity import BACKGROUND
 from models.sampling import CallStats, SamplerSpec, StepCallback, denoise, tile_generator, unet_predictor
 
 
@@ -36,9 +37,6 @@ class StageStats:
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
-
-
-Tile = tuple[int, int, int]  # (image, row, column)
 
 
 def denoise_grids(

@@ -18,7 +18,6 @@ from models.preprocess import (
     preprocess_file,
     preprocess_image,
     segment,
-    undo_inversion,
     zero_background,
 )
 from training.phantoms import make_phantom_case
@@ -37,12 +36,12 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_negative_images_are_detected_and_inverted_back(cases):
     image = cases[0].cc.image
-    assert not is_inverted(image)
-    restored, was = undo_inversion(1.0 - image)
-    assert was
-    np.testing.assert_allclose(restored, image, atol=1e-6)
-    same, was = undo_inversion(image)
-    assert not was and np.array_equal(same, image)
+    assert not is_inverted(image) and is_inverted(1.0 - image)
+    negative, positive = preprocess_image(1.0 - image), preprocess_image(image)
+    assert negative.inverted and not positive.inverted
+    np.testing.assert_allclose(negative.image, positive.image, atol=1e-5)
+    kept = preprocess_image(1.0 - image, config=PreprocessConfig(fix_inverted=False))
+    assert not kept.inverted and not np.allclose(kept.image, positive.image, atol=1e-2)
 
 
 def test_segmentation_recovers_the_phantom_breast(cases):

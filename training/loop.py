@@ -21,7 +21,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -60,7 +60,7 @@ class TrainConfig:
     sample_every: int = 0  # 0: only at the end (if a previewer is given)
     log_every: int = 10
     seed: int = 0
-    mixed_precision: MixedPrecision = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    mixed_precision: MixedPrecision = "auto"  # auto: models.devices' rule (bf16 on a bf16 GPU, else fp32)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -288,9 +288,12 @@ def _preview_grid(images: np.ndarray) -> np.ndarray:
 def _make_accelerator(mixed_precision: MixedPrecision) -> Any:
     from accelerate import Accelerator
 
+    from models.devices import resolve_device, resolve_dtype
+
+    device = resolve_device("auto")  # the one device/dtype rule (models/devices.py), as serving uses
     if mixed_precision == "auto":
-        mixed_precision = "bf16" if torch.cuda.is_available() else "no"
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+        mixed_precision = "bf16" if resolve_dtype("auto", device) == torch.bfloat16 else "no"
+    return Accelerator(mixed_precision=mixed_precision, cpu=device.type != "cuda")
 
 
 # -- the loop ----------------------------------------------------------------------------
@@ -461,10 +464,6 @@ def _write_preview(
         return
     images = previewer(_ema_copy(accelerator, model, ema), step_generator(seed, 0, 0, stream=1))
     write_png8(run_dir / "samples" / f"step-{step:07d}.png", _preview_grid(np.asarray(images, dtype=np.float32)))
-
-
-def with_steps(config: TrainConfig, steps: int) -> TrainConfig:
-    return replace(config, steps=steps)
 
 
 # -- one stage, end to end (used by `mammogen train`, the demo and the tests) --------------------

@@ -1,7 +1,7 @@
 """Seeded procedural mammography phantoms: CC and MLO views of ONE breast, with ground-truth lesions.
 
 No mammograms ship with any package, so tests, the demo bundles and the anomaly / super-resolution
-evaluations run on these (recipe: ``notes/evaluation.md`` §2). A case is one breast: both views share
+evaluations run on these (recipe and its tests: docs/DATA.md, Phantoms). A case is one breast: both views share
 the seed, the size, the outline parameters, the glandular density and the lesion plan, and each lesion
 sits at about the same distance from the nipple in both views.
 
@@ -14,7 +14,6 @@ Lengths are given at the 256-pixel reference size and scale with ``min(H, W) / 2
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -455,11 +454,3 @@ def make_phantom_case(
         mlo=views["MLO"],
         params={k: v for k, v in breast.__dict__.items() if k != "lesions"},
     )
-
-
-def make_phantom_cases(
-    count: int, seed: int = 0, size: tuple[int, int] = (256, 256), *, lesions: bool = False
-) -> Iterator[PhantomCase]:
-    """``count`` cases with seeds seed, seed+1, ...; each case is reproducible on its own."""
-    for i in range(count):
-        yield make_phantom_case(seed + i, size, lesions=lesions)

@@ -82,6 +82,3 @@ class AnomalyMapJob(_Job):
 
 
 Job = GenerateJob | SuperResolveJob | AnomalyMapJob
-JOB_TYPES: dict[str, type[GenerateJob] | type[SuperResolveJob] | type[AnomalyMapJob]] = {
-    t.kind: t for t in (GenerateJob, SuperResolveJob, AnomalyMapJob)
-}

@@ -55,6 +55,7 @@ NOT_RETRYABLE: tuple[type[BaseException], ...] = (
     JobTimeoutException,
 )
 
+
 def is_device_oom(exc: BaseException | None) -> bool:
     """torch's CUDA/MPS out-of-memory errors (a RuntimeError subclass, or a plain one saying so)."""
     if exc is None or "torch" not in sys.modules:

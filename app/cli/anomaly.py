@@ -35,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--recipe",
         default="strong",
         choices=("strong", "paper"),
-        help="strong: L1 residual, eroded mask, 5x5 median, blobs < 20 px dropped (notes/evaluation.md); "
+        help="strong: L1 residual, eroded mask, 5x5 median, blobs < 20 px dropped (docs/SUPERRES_ANOMALY.md); "
         "paper: histogram matching, positive residual, 30%% floor, Gaussian blur (MAMBO §3.3)",
     )
     parser.add_argument(

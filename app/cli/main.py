@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from app import version
 from models.errors import MammogenError, NotBuiltError
 
 
@@ -48,7 +49,7 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
         prog="mammogen",
         description="Synthetic mammography: MAMBO generation, dual-view pairs, super-resolution, anomaly maps.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, cmd in COMMANDS.items():
         label = cmd.help if cmd.module else f"{cmd.help} [not built yet]"
@@ -60,15 +61,6 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
             module.configure(p)
             p.set_defaults(_run=module.run)
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("mammogen")
-    except PackageNotFoundError:  # running from a source tree without install
-        return "0+unknown"
 
 
 def _chosen_command(argv: Sequence[str]) -> str | None:

@@ -193,7 +193,7 @@ def write_phantoms(
             }
         )
     manifest = {
-        "generator": "mammogen phantoms (training.phantoms, notes/evaluation.md §2)",
+        "generator": "mammogen phantoms (training.phantoms; recipe in docs/DATA.md)",
         "note": "procedural phantoms, not patients; not for research or clinical use as real data",
         "size": list(size),
         "seed": seed,

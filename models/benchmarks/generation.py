@@ -36,16 +36,6 @@ from models.options import SamplingOptions, request_seeds
 from models.schedulers import NOISE_SCHEDULE
 
 STAGE_IN_CHANNELS = {"global": 1, "local": 3, "patch": 3}
-ADDITIVE = (
-    "tiles",
-    "skipped",
-    "model_evaluations",
-    "sequential_calls",
-    "batches",
-    "seconds",
-    "wall_seconds",
-    "cpu_seconds",
-)
 
 
 @dataclass
@@ -63,12 +53,9 @@ def load_networks(
 ) -> Networks:
     """Networks from a bundle, or random-weight ones of a preset (speed only: the image is noise-like)."""
     if bundle is not None:
-        from models.bundle import load_bundle
-
-        b = load_bundle(bundle)
-        nets = {name: b.load_network(name, "cpu", torch.float32) for name in STAGES}
-        geometry = MamboGeometry.from_dict(b.geometry)
-        return Networks(nets, geometry, b.schedule, f"bundle {b.name} {b.version}")
+        pipe = MamboPipeline.from_bundle(bundle, "cpu", torch.float32)  # the one bundle loader
+        nets = {"global": pipe.global_unet, "local": pipe.local_unet, "patch": pipe.patch_unet}
+        return Networks(nets, pipe.geometry, pipe.schedule, f"bundle {pipe.name} {pipe.version}")
     from models.unet import UNET_PRESETS
 
     if preset not in UNET_PRESETS:

@@ -3,9 +3,9 @@
 For every pair (real or synthetic) each view gets an Otsu breast mask; the pair's IoU and Dice say
 how well the two projections of one breast agree in size and shape. The two sets are then compared
 as distributions of per-pair values, never pixel by pixel: pixels are not independent, so pixel-level
-tests give meaningless p-values (notes/evaluation.md §4).
+tests give meaningless p-values.
 
-Guards from notes/evaluation.md §4, each tested:
+Guards (docs/DUALVIEW.md, `mammogen evaluate dualview`), each tested:
 - percentiles (0.5/99.5) are clipped per image BEFORE Otsu, so a few hot pixels cannot move it;
 - the comparison is strict (``image > t``): skimage's Otsu returns the upper edge of the dark class,
   which on a two-level image is the dark level itself, so ``>=`` would mark everything as breast;

@@ -1,7 +1,7 @@
 """Segmentation metrics for anomaly maps: per-image IoU/Dice, pooled AUROC/AUPRC, thresholds, lesion sizes.
 
 Written here rather than borrowed because the published anomaly-DDPM evaluation code swaps
-TP/FN/FP (notes/evaluation.md §1), and because every figure must say which threshold mode made
+TP/FN/FP, and because every figure must say which threshold mode made
 it: fixed, per-image Otsu, healthy-calibrated percentile, best Dice on a validation split, or the
 test-set oracle (an upper bound only). Numbers from different modes are not comparable.
 

@@ -3,7 +3,7 @@
 Three seeded phantom sets, disjoint by seed: TEST views with masses (scored), VALIDATION views with
 masses (only to choose the best-Dice threshold) and HEALTHY views (only to calibrate the percentile
 threshold). Ground truth is the phantom's mass mask; calcification pixels are left out of the pooled
-pixel metrics (they are anomalies, but not the target). Reported (notes/evaluation.md §1.6):
+pixel metrics (they are anomalies, but not the target). Reported (docs/SUPERRES_ANOMALY.md):
 
 - threshold-free: pooled pixel AUROC and AUPRC over the breast;
 - per image IoU and Dice under each mode: fixed, per-image Otsu, healthy-calibrated percentile,

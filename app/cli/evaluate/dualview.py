@@ -35,7 +35,6 @@ from models.metrics.dualview_stats import PairOverlap, evaluate_pairs, format_ta
 
 Source = Literal["auto", "dicom", "png"]
 VIEWS = {"cc": "CC", "mlo": "MLO"}
-LATERALITIES = {"l": "L", "r": "R", "left": "L", "right": "R"}
 #: File-name tokens that mark a file that is not a view image (masks, previews, composites).
 NOT_A_VIEW = {"mask", "masks", "lesion", "lesions", "seg", "gt", "rgb", "preview", "overlay", "composite"}
 _SPLIT = re.compile(r"[_\-.]+")
