@@ -210,6 +210,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1
         time.sleep(interval)
 
 
+def black_png(width: int, height: int, rows: int | None = None) -> bytes:
+    """A 1-bit black PNG, written without Pillow: ``rows`` rows of data (default all), so a header may
+    claim any size. All rows at 8000 x 8000 is the 7.8 KB decompression bomb of issue 13."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    data = zlib.compress(b"\0" * ((width + 7) // 8 + 1) * (height if rows is None else rows), 9)
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

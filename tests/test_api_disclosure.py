@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import re
-import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from pydicom.data import get_testdata_file
 from app.main import create_app
 from app.settings import Settings
 from tests.service_support import (  # noqa: F401
+    black_png,
     dualview_bundle,
     mambo_bundle,
     purge_queue,
@@ -106,19 +105,8 @@ def test_undecodable_lossy_jpeg_dicom_error_does_not_list_decoder_plugins(client
     _assert_no_internals(r.text)
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A 1-bit PNG whose header claims width x height (a few rows of zeros follow): a bomb's header."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    rows = zlib.compress(b"\0" * ((width + 7) // 8 + 1) * 4)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-
-
 def test_png_bomb_413_quotes_the_configured_limit_not_pillows(client):
-    r = client.post("/anomaly-map", files={"file": ("bomb.png", _png_header_only(30000, 30000), "image/png")})
+    r = client.post("/anomaly-map", files={"file": ("bomb.png", black_png(30000, 30000, rows=4), "image/png")})
     assert r.status_code == 413
     detail = r.json()["detail"]
     assert str(512 * 512) in detail and "178956970" not in detail and "DOS" not in detail

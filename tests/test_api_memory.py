@@ -8,10 +8,8 @@ them would break the bound below.
 
 from __future__ import annotations
 
-import struct
 import subprocess
 import sys
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 
 from tests.service_support import (  # noqa: F401
     ROOT,
+    black_png,
     dualview_bundle,
     free_port,
     mambo_bundle,
@@ -38,17 +37,6 @@ PEAK_GROWTH_BOUND_MB = 48
 SIDE = 8000
 
 
-def _bomb_png(side: int = SIDE) -> bytes:
-    """A 1-bit all-black side x side PNG (the issue's 7.8 KB file), built without decoding anything."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = zlib.compress(b"\0" * ((side + 7) // 8 + 1) * side, 9)
-    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-
-
 def _status(pid: int) -> dict[str, int]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -64,7 +52,7 @@ def test_eight_concurrent_bombs_are_refused_from_the_header_within_a_memory_boun
     mambo_bundle,  # noqa: F811
     dualview_bundle,  # noqa: F811
 ):
-    bomb = _bomb_png()
+    bomb = black_png(SIDE, SIDE)
     assert len(bomb) < 16 * 1024
     queue = unique_queue("bombs")
     settings = settings_for(tmp_path, queue, mambo_bundle=mambo_bundle, dualview_bundle=dualview_bundle)
