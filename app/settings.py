@@ -6,12 +6,18 @@ Only `app` reads settings; it passes what workers and models need down as plain 
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workers.delivery import DeliveryPolicy
+from workers.pacs import PacsServer
+
+_PACS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 #: Where the demo bundles live inside the repository (shipped by the training issue).
 DEMO_BUNDLE_DIR = Path(__file__).resolve().parent.parent / "models" / "demo_bundles"
@@ -82,6 +88,16 @@ class Settings(BaseSettings):
     job_retries: int = Field(default=1, ge=0)
     heartbeat_s: int = Field(default=10, gt=0, description="Worker heartbeat interval.")
 
+    # PACS (docs/DICOM.md): named servers; requests name them, never an address.
+    pacs: dict[str, PacsServer] = Field(
+        default_factory=dict,
+        description='JSON: {"name": {"kind": "dicomweb", "url": ...} | {"kind": "dimse", "host": ..., "port": ..., '
+        '"ae_title": ...}}; the only servers the service ever contacts.',
+    )
+    delivery_attempts: int = Field(default=5, ge=1, le=50, description="Tries to deliver a job's DICOM to a PACS.")
+    delivery_backoff_s: float = Field(default=30.0, gt=0, description="Wait after the first failed try; doubles.")
+    delivery_backoff_max_s: float = Field(default=900.0, gt=0, description="Longest wait between tries.")
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, v: str) -> str:
@@ -97,6 +113,21 @@ class Settings(BaseSettings):
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"public_base_url must start with http:// or https://, got {v!r}")
         return v.rstrip("/")
+
+    @field_validator("pacs")
+    @classmethod
+    def _check_pacs_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if not _PACS_NAME.match(name):
+                raise ValueError(f"PACS names are 1-32 letters, digits, '-' or '_', got {name!r}")
+        return v
+
+    def delivery_policy(self) -> DeliveryPolicy:
+        return DeliveryPolicy(
+            attempts=self.delivery_attempts,
+            backoff_s=self.delivery_backoff_s,
+            backoff_max_s=max(self.delivery_backoff_max_s, self.delivery_backoff_s),
+        )
 
     def bundle_path(self, kind: Literal["mambo", "dualview"]) -> Path:
         """The configured bundle for a model family, falling back to the shipped demo bundle."""

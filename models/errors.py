@@ -139,6 +139,14 @@ class UnauthorizedError(MammogenError):
     code = "unauthorized"
 
 
+class UpstreamError(MammogenError):
+    """A configured PACS could not be reached or refused a request (timeout, connection, HTTP 5xx)."""
+
+    http_status = 502
+    exit_code = 15
+    code = "upstream_error"
+
+
 class JobNotFoundError(MammogenError):
     """No job (or result file) with that id exists, or it has expired."""
 
@@ -165,4 +173,5 @@ ALL_ERRORS: tuple[type[MammogenError], ...] = (
     ServerBusyError,
     UnauthorizedError,
     JobNotFoundError,
+    UpstreamError,
 )

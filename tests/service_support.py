@@ -6,6 +6,7 @@ Nothing here fakes Redis, RQ or a pipeline: workers are real `mammogen worker` p
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -133,6 +134,21 @@ def service_env(settings: Settings) -> dict[str, str]:
         OMP_NUM_THREADS="1",
         PYTHONPATH=str(ROOT),
     )
+    if settings.pacs:
+        env["MAMMOGEN_PACS"] = json.dumps(
+            {
+                name: {
+                    **server.model_dump(mode="json", exclude={"password"}),
+                    **({"password": server.password.get_secret_value()} if getattr(server, "password", None) else {}),
+                }
+                for name, server in settings.pacs.items()
+            }
+        )
+        env.update(
+            MAMMOGEN_DELIVERY_ATTEMPTS=str(settings.delivery_attempts),
+            MAMMOGEN_DELIVERY_BACKOFF_S=str(settings.delivery_backoff_s),
+            MAMMOGEN_DELIVERY_BACKOFF_MAX_S=str(settings.delivery_backoff_max_s),
+        )
     for kind in ("mambo", "dualview"):
         path = getattr(settings, f"{kind}_bundle")
         if path is not None:

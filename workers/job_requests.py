@@ -14,8 +14,11 @@ from typing import Any, ClassVar, Literal
 from models.errors import BadInputError
 from models.requests import AnomalyConfig, GenerationRequest, SuperResConfig
 
-OutputFormat = Literal["png16", "npy", "dicom"]
-OUTPUT_FORMATS: tuple[str, ...] = ("png16", "npy", "dicom")
+#: dicom: Secondary Capture; dicom-mg: Digital Mammography For Presentation; dicom-seg: the anomaly
+#: mask as DICOM SEG (docs/DICOM.md).
+OutputFormat = Literal["png16", "npy", "dicom", "dicom-mg", "dicom-seg"]
+OUTPUT_FORMATS: tuple[str, ...] = ("png16", "npy", "dicom", "dicom-mg", "dicom-seg")
+DICOM_FORMATS: tuple[str, ...] = ("dicom", "dicom-mg", "dicom-seg")
 
 
 def _formats(formats: Any) -> tuple[str, ...]:
@@ -43,19 +46,32 @@ class _Job:
     request_type: ClassVar[Any]
     request: Any
     formats: tuple[str, ...] = ("png16",)
+    deliver: tuple[str, ...] = ()  # configured PACS that receive the DICOM results (workers.delivery)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", _formats(self.formats))
+        object.__setattr__(self, "deliver", tuple(dict.fromkeys(self.deliver)))
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"request": self.request.to_dict(), "formats": list(self.formats)}
+        d: dict[str, Any] = {"request": self.request.to_dict(), "formats": list(self.formats)}
+        if self.deliver:
+            d["deliver"] = list(self.deliver)
+        if getattr(self, "view", None) is not None:
+            d["view"] = self.view  # type: ignore[attr-defined]
         upload = getattr(self, "upload", None)
         return d if upload is None else {**d, "upload": asdict(upload)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Any:
-        extra = {"upload": StoredUpload(**d["upload"])} if "upload" in d else {}
-        return cls(request=cls.request_type.from_dict(d["request"]), formats=tuple(d["formats"]), **extra)
+        extra: dict[str, Any] = {"upload": StoredUpload(**d["upload"])} if "upload" in d else {}
+        if "view" in d:
+            extra["view"] = d["view"]
+        return cls(
+            request=cls.request_type.from_dict(d["request"]),
+            formats=tuple(d["formats"]),
+            deliver=tuple(d.get("deliver", ())),
+            **extra,
+        )
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,7 @@ class GenerateJob(_Job):
     kind: ClassVar[str] = "generate"
     request_type: ClassVar[Any] = GenerationRequest
     request: GenerationRequest
+    view: Literal["CC", "MLO"] | None = None  # MAMBO: the view DICOM records (the model has none)
 
 
 @dataclass(frozen=True, kw_only=True)

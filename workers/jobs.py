@@ -41,8 +41,10 @@ def _write_image(
     image: np.ndarray,
     formats: tuple[str, ...],
     dicom: Callable[[Any], object] | None,
+    mg: Callable[[Any], object] | None = None,
 ) -> list[ResultFile]:
-    """One image in every requested format (float [0, 1] H x W)."""
+    """One image in every requested format (float [0, 1] H x W): ``dicom`` writes the Secondary
+    Capture (``<stem>.dcm``), ``mg`` the Digital Mammography object (``<stem>_mg.dcm``)."""
     files = []
     if "png16" in formats:
         files.append(store.write_png16(job_id, f"{stem}.png", image))
@@ -50,7 +52,37 @@ def _write_image(
         files.append(store.write_npy(job_id, f"{stem}.npy", image.astype(np.float32)))
     if "dicom" in formats and dicom is not None:
         files.append(store.write_with(job_id, f"{stem}.dcm", dicom))
+    if "dicom-mg" in formats and mg is not None:
+        files.append(store.write_with(job_id, f"{stem}_mg.dcm", mg))
     return files
+
+
+def _bundle_spacing(bundle: Any) -> float | None:
+    """The native pixel spacing (mm) a bundle records in its geometry, if it records one."""
+    value = (getattr(bundle, "geometry", None) or {}).get("pixel_spacing_mm")
+    return float(value) if value else None
+
+
+def _finish(
+    rq_job: Any, rt: WorkerRuntime, job: Any, files: list[ResultFile], summary: dict[str, Any], t0: float
+) -> dict[str, Any]:
+    """The manifest; first the DICOM results are handed to the PACS outbox (sent by the worker's
+    delivery thread, so a slow or absent PACS never holds this job or fails it)."""
+    if job.deliver:
+        from workers.delivery import schedule_results
+
+        record = schedule_results(
+            rq_job.connection,
+            rq_job.origin,
+            rq_job.id,
+            rt.store,
+            files,
+            list(job.deliver),
+            ttl_s=int(rq_job.result_ttl or 7 * 24 * 3600),
+            policy=rt.delivery,
+        )
+        summary = {**summary, "delivery": {"destinations": list(job.deliver), "instances": len(record["instances"])}}
+    return _manifest(files, summary, t0)
 
 
 def _manifest(files: list[ResultFile], summary: dict[str, Any], t0: float) -> dict[str, Any]:
@@ -89,13 +121,16 @@ def _generate_dualview(job: GenerateJob, t0: float) -> dict[str, Any]:
     request = job.request
     lat = request.laterality
     result = pipe.run(request, callback=progress, cancel=progress.cancelled)
-    raster = tuple(f for f in job.formats if f != "dicom")
+    spacing = _bundle_spacing(rt.bundle("dualview"))
     files: list[ResultFile] = []
     for i, (cc, mlo) in enumerate(zip(result.cc, result.mlo, strict=True)):
         stem = f"pair{i:02d}"
-        files += _write_image(rt.store, rq_job.id, f"{stem}_cc", cc, raster, None)
-        files += _write_image(rt.store, rq_job.id, f"{stem}_mlo", mlo, raster, None)
-        if "dicom" in job.formats:  # CC and MLO of one breast: one study, one series (written atomically)
+        files += _write_image(rt.store, rq_job.id, f"{stem}_cc", cc, job.formats, None)
+        files += _write_image(rt.store, rq_job.id, f"{stem}_mlo", mlo, job.formats, None)
+        # CC and MLO of one breast: one study, one series per IOD (each file written atomically)
+        for iod, fmt, suffix in (("sc", "dicom", ""), ("mg", "dicom-mg", "_mg")):
+            if fmt not in job.formats:
+                continue
             paths = write_dualview_pair(
                 rt.store.job_dir(rq_job.id),
                 cc,
@@ -105,7 +140,9 @@ def _generate_dualview(job: GenerateJob, t0: float) -> dict[str, Any]:
                 model_version=pipe.version,
                 seed=result.seeds[i],
                 chest_wall=request.chest_wall,
-                names=(f"{stem}_cc.dcm", f"{stem}_mlo.dcm"),
+                names=(f"{stem}_cc{suffix}.dcm", f"{stem}_mlo{suffix}.dcm"),
+                iod=iod,  # type: ignore[arg-type]
+                pixel_spacing_mm=spacing,
             )
             files += [rt.store.record(p) for p in paths]
     summary = {
@@ -116,33 +153,38 @@ def _generate_dualview(job: GenerateJob, t0: float) -> dict[str, Any]:
         "stats": _jsonable(result.stats),
         "third_channel_error": [round(float(e), 5) for e in result.third_channel_error],
     }
-    return _manifest(files, summary, t0)
+    return _finish(rq_job, rt, job, files, summary, t0)
 
 
 def _generate_mambo(job: GenerateJob, t0: float) -> dict[str, Any]:
-    from models.imaging.dicom_write import write_synthetic_dicom
+    from models.imaging.dicom_write import write_synthetic_dicom, write_synthetic_mg
 
     rq_job, rt, progress = _start()
     pipe = rt.mambo()
+    spacing = _bundle_spacing(rt.bundle("mambo"))
     request = job.request
     results = pipe.run(request, callback=progress, cancel=progress.cancelled)
     files: list[ResultFile] = []
     for i, (seed, result) in enumerate(zip(request.options.seeds, results, strict=True)):
         image = np.asarray(result.image, dtype=np.float32)
 
-        def dicom(path: Any, image: np.ndarray = image, seed: int = seed) -> object:
-            return write_synthetic_dicom(
-                path,
-                image,
-                model_name=pipe.name,
-                model_version=pipe.version,
-                laterality=request.laterality,
-                seed=seed,
-                chest_wall=request.chest_wall,
-                extra_description="MAMBO",
-            )
+        marks = {
+            "model_name": pipe.name,
+            "model_version": pipe.version,
+            "laterality": request.laterality,
+            "view": job.view,  # MAMBO does not condition on the view: the request states what to record
+            "seed": seed,
+            "chest_wall": request.chest_wall,
+            "extra_description": "MAMBO",
+        }
 
-        files += _write_image(rt.store, rq_job.id, f"image{i:02d}", image, job.formats, dicom)
+        def dicom(path: Any, image: np.ndarray = image, marks: dict[str, Any] = marks) -> object:
+            return write_synthetic_dicom(path, image, **marks)
+
+        def mg(path: Any, image: np.ndarray = image, marks: dict[str, Any] = marks) -> object:
+            return write_synthetic_mg(path, image, pixel_spacing_mm=spacing, **marks)
+
+        files += _write_image(rt.store, rq_job.id, f"image{i:02d}", image, job.formats, dicom, mg)
     summary = {
         "model": {"kind": "mambo", "name": pipe.name, "version": pipe.version},
         "seeds": list(request.options.seeds),
@@ -150,7 +192,7 @@ def _generate_mambo(job: GenerateJob, t0: float) -> dict[str, Any]:
         "options": request.options.to_dict(),
         "stats": _jsonable(results[0].stats),  # one lock-step run: the counts are for all images
     }
-    return _manifest(files, summary, t0)
+    return _finish(rq_job, rt, job, files, summary, t0)
 
 
 # -- uploads ------------------------------------------------------------------------------------
@@ -175,7 +217,7 @@ def _read_upload(rt: WorkerRuntime, job_id: str, job: SuperResolveJob | AnomalyM
 
 def super_resolve(job: dict[str, Any]) -> dict[str, Any]:
     """A real low-resolution mammogram stands in for MAMBO's global (or mid) image; stages 2-3 add detail."""
-    from models.imaging.dicom_write import write_derived_dicom
+    from models.imaging.dicom_write import write_derived_dicom, write_derived_mg
 
     t0 = time.perf_counter()
     request = SuperResolveJob.from_dict(job)
@@ -185,18 +227,21 @@ def super_resolve(job: dict[str, Any]) -> dict[str, Any]:
     config = request.request
     result = pipe(image, config, info=info, callback=progress, cancel=progress.cancelled)
     source = _source_dataset(info)
+    spacing = info.pixel_spacing_mm[0] * image.shape[0] / result.image.shape[0] if info.pixel_spacing_mm else None
+    derived = {
+        "description": f"super-resolution x{config.scale}",
+        "model_name": pipe.mambo.name,
+        "model_version": pipe.mambo.version,
+        "pixel_spacing_mm": spacing,
+    }
 
     def dicom(path: Any) -> object:
-        return write_derived_dicom(
-            path,
-            result.image,
-            source,
-            description=f"super-resolution x{config.scale}",
-            model_name=pipe.mambo.name,
-            model_version=pipe.mambo.version,
-        )
+        return write_derived_dicom(path, result.image, source, **derived)
 
-    files = _write_image(rt.store, rq_job.id, "superres", result.image, request.formats, dicom)
+    def mg(path: Any) -> object:
+        return write_derived_mg(path, result.image, source, **derived)
+
+    files = _write_image(rt.store, rq_job.id, "superres", result.image, request.formats, dicom, mg)
     rt.store.delete_upload(rq_job.id)
     summary = {
         "model": {"kind": "mambo", "name": pipe.mambo.name, "version": pipe.mambo.version},
@@ -204,7 +249,7 @@ def super_resolve(job: dict[str, Any]) -> dict[str, Any]:
         "options": config.options.to_dict(),
         "stats": _jsonable(result.stats),
     }
-    return _manifest(files, summary, t0)
+    return _finish(rq_job, rt, request, files, summary, t0)
 
 
 def _source_dataset(info: Any) -> Any:
@@ -217,6 +262,7 @@ def _source_dataset(info: Any) -> Any:
 
 def anomaly_map(job: dict[str, Any]) -> dict[str, Any]:
     """Heat map, binary mask, overlay and healthy reconstruction of an uploaded mammogram."""
+    from models.imaging.dicom_seg import ABNORMAL, SegmentInfo, write_segmentation
     from models.imaging.dicom_write import write_derived_dicom
 
     t0 = time.perf_counter()
@@ -240,6 +286,7 @@ def anomaly_map(job: dict[str, Any]) -> dict[str, Any]:
             description="anomaly heat map",
             model_name=name,
             model_version=version,
+            value_range=(0.0, peak),  # the modality LUT gives back the raw residual
         )
 
     files = _write_image(rt.store, rq_job.id, "heatmap", heat01, formats, dicom)
@@ -248,6 +295,13 @@ def anomaly_map(job: dict[str, Any]) -> dict[str, Any]:
     files.append(rt.store.write_png16(rq_job.id, "mask.png", result.mask.astype(np.float32)))
     files.append(rt.store.write_png8(rq_job.id, "overlay.png", result.overlay()))
     files.append(rt.store.write_png16(rq_job.id, "reconstruction.png", result.reconstruction))
+    if "dicom-seg" in formats:  # the mask on the input's own pixel grid, referencing the input instance
+        segment = SegmentInfo("anomaly", ABNORMAL, name, version)
+        files.append(
+            rt.store.write_with(
+                rq_job.id, "mask_seg.dcm", lambda path: write_segmentation(path, result.mask, source, segment)
+            )
+        )
     rt.store.delete_upload(rq_job.id)
     summary = {
         "model": {"kind": "mambo", "name": name, "version": version},
@@ -257,4 +311,4 @@ def anomaly_map(job: dict[str, Any]) -> dict[str, Any]:
         "options": request.request.options.to_dict(),
         "stats": _jsonable(result.stats),
     }
-    return _manifest(files, summary, t0)
+    return _finish(rq_job, rt, request, files, summary, t0)

@@ -21,6 +21,7 @@ from models.errors import BundleNotFoundError, MammogenError
 from models.imaging.files import sha256_file
 from models.mambo import MamboPipeline
 from models.superres import SuperResolutionPipeline
+from workers.delivery import DeliveryPolicy
 from workers.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ class WorkerRuntime:
     bundle_paths: dict[str, Path]
     device: str = "cpu"
     dtype: str = "auto"
+    pacs: dict[str, Any] = field(default_factory=dict)  # name -> DicomWebServer | DicomNode (workers.pacs)
+    delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     _bundles: dict[str, Bundle] = field(default_factory=dict)
     _errors: dict[str, str] = field(default_factory=dict)
     _mambo: MamboPipeline | None = None

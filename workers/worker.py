@@ -41,6 +41,7 @@ from models.errors import (
     OutOfMemoryError,
 )
 from workers import runtime as runtime_mod
+from workers.delivery import DeliveryLoop
 from workers.heartbeat import Heartbeat
 from workers.queueing import REDIS_OUTAGE, SERIALIZER, wait_for_redis
 from workers.runtime import WorkerRuntime
@@ -127,10 +128,23 @@ class MammogenWorker(SimpleWorker):
         self.runtime.load_all()
         self._beat.beat()
         self._beat.start()
+        delivery = self._start_delivery()
         try:
             return super().work(*args, **kwargs)
         finally:
             self._beat.stop()
+            if delivery is not None:
+                delivery.stop()
+
+    def _start_delivery(self) -> DeliveryLoop | None:
+        """PACS delivery runs beside the job loop (see `workers.delivery`) when any PACS is configured."""
+        if not self.runtime.pacs:
+            return None
+        loop = DeliveryLoop(
+            self.connection, self.queue_names(), self.runtime.store, self.runtime.pacs, self.runtime.delivery
+        )
+        loop.start()
+        return loop
 
     # Redis outages ----------------------------------------------------------------------------
     def wait_for_redis(self, why: str = "") -> None:

@@ -20,7 +20,7 @@ from workers.estimates import (
     job_timeout_s,
     seconds_per_work,
 )
-from workers.job_requests import GenerateJob, Job
+from workers.job_requests import DICOM_FORMATS, GenerateJob, Job
 from workers.submit import Submission
 from workers.watchdog import live_workers
 
@@ -117,6 +117,19 @@ def admit_cost(state: ServiceState, job: Job, *, breast_fraction: float | None =
 
 def timeout_for(state: ServiceState, cost: JobCost) -> int:
     return job_timeout_s(cost, state.settings.job_timeout_s)
+
+
+def resolve_delivery(state: ServiceState, formats: list[str], deliver: list[str]) -> tuple[str, ...]:
+    """The PACS a job's DICOM results go to: those the request names (each must be configured) plus
+    every server set to ``send_all``; none when the job writes no DICOM."""
+    servers = state.settings.pacs
+    unknown = [name for name in deliver if name not in servers]
+    if unknown:
+        configured = ", ".join(sorted(servers)) or "none"
+        raise BadInputError(f"deliver names unknown PACS {', '.join(map(repr, unknown))} (configured: {configured})")
+    if not any(f in DICOM_FORMATS for f in formats):
+        return ()
+    return tuple(dict.fromkeys([*deliver, *(name for name, server in servers.items() if server.send_all)]))
 
 
 def accepted(request: Request, response: Response, sub: Submission) -> JobAccepted:

@@ -88,7 +88,11 @@ class Upload:
 
 async def read_header(file: UploadFile, settings: Any) -> Upload:
     """The bytes and what their header says, with the size and bomb bounds checked (nothing decoded)."""
-    data = await file.read()
+    return await header_of(await file.read(), settings)
+
+
+async def header_of(data: bytes, settings: Any) -> Upload:
+    """``read_header`` for bytes that came another way (an instance fetched from a PACS)."""
     if not data:
         raise BadInputError("the uploaded file is empty")
     info = await run_in_threadpool(

@@ -9,8 +9,9 @@ from redis import Redis
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from app.api.schemas import ErrorInfo, JobInfo, JobProgressInfo, ResultLink
+from app.api.schemas import DeliveryInfo, ErrorInfo, JobInfo, JobProgressInfo, ResultLink
 from models.errors import JobNotFoundError
+from workers.delivery import read_delivery
 from workers.estimates import queued_eta_seconds, remaining_work, seconds_per_work
 from workers.progress import cancel_requested
 from workers.queueing import SERIALIZER, make_queue
@@ -114,4 +115,10 @@ def job_info(job: Job, connection: Redis, base_url: str) -> JobInfo:
         error=_error(job, status, meta),
         results=results,
         summary=summary,
+        delivery=_delivery(connection, job.id) if status == "succeeded" else None,
     )
+
+
+def _delivery(connection: Redis, job_id: str) -> DeliveryInfo | None:
+    record = read_delivery(connection, job_id)
+    return DeliveryInfo(**record) if record else None

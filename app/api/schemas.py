@@ -9,19 +9,29 @@ bounds that depend on the deployment (largest image) are checked against `Settin
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, model_validator
 
 from models.errors import BadInputError
 from models.options import SAMPLERS, STITCHING_MODES, SamplingOptions, request_seeds
 from models.requests import STAND_INS, AnomalyConfig, GenerationRequest, SuperResConfig
-from workers.job_requests import OUTPUT_FORMATS, AnomalyMapJob, GenerateJob, StoredUpload, SuperResolveJob
+from workers.job_requests import (
+    DICOM_FORMATS,
+    OUTPUT_FORMATS,
+    AnomalyMapJob,
+    GenerateJob,
+    StoredUpload,
+    SuperResolveJob,
+)
 
 Sampler = Literal[SAMPLERS]  # type: ignore[valid-type]
 Stitching = Literal[STITCHING_MODES]  # type: ignore[valid-type]
 OutputFormat = Literal[OUTPUT_FORMATS]  # type: ignore[valid-type]
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+#: A configured PACS, by its key in MAMMOGEN_PACS (docs/DICOM.md); never an address.
+PacsName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+DicomUid = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]
 
 
 class _Strict(BaseModel):
@@ -38,8 +48,15 @@ class DenoiseParams(_Strict):
     steps: int = Field(default=50, description="Denoising steps per stage, 1..1000.")
     sampler: Sampler = "ddim"
     eta: float = Field(default=0.0, description="DDIM eta in [0, 1] (0 = deterministic).")
-    formats: list[OutputFormat] = Field(default_factory=lambda: ["png16"], min_length=1, max_length=3)
+    formats: list[OutputFormat] = Field(default_factory=lambda: ["png16"], min_length=1, max_length=5)
+    deliver: list[PacsName] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Configured PACS that receive this job's DICOM results (servers set to send_all get them too).",
+    )
 
+    #: The formats this kind of job writes (a SEG needs a mask, MG a mammogram).
+    allowed_formats: ClassVar[tuple[str, ...]] = ("png16", "npy", "dicom", "dicom-mg")
     _request: Any = PrivateAttr(default=None)
 
     def _count(self) -> int:
@@ -60,6 +77,12 @@ class DenoiseParams(_Strict):
     def _validated(self) -> DenoiseParams:
         """Build the typed request now: its validation is the only one; a failure is a 422 naming the field."""
         self.formats = list(dict.fromkeys(self.formats))
+        self.deliver = list(dict.fromkeys(self.deliver))
+        wrong = [f for f in self.formats if f not in self.allowed_formats]
+        if wrong:
+            raise ValueError(f"format(s) {', '.join(wrong)} not available here; choose from {self.allowed_formats}")
+        if self.deliver and not any(f in DICOM_FORMATS for f in self.formats):
+            raise ValueError(f"deliver sends DICOM results: add one of {DICOM_FORMATS} to formats")
         try:
             self._request = self.build_request()
         except BadInputError as exc:
@@ -87,6 +110,19 @@ class GenerateRequest(DenoiseParams):
         default="R", description="Breast side; the image shows it in standard display (R: chest wall on the right)."
     )
     max_batch: int | None = Field(default=None, description="Largest model batch, 1..4096 (memory bound).")
+    view: Literal["CC", "MLO"] | None = Field(
+        default=None,
+        description="MAMBO only: the view recorded in DICOM output (the model does not condition on it); "
+        "required for dicom-mg. Dual-view pairs are CC and MLO by construction.",
+    )
+
+    @model_validator(mode="after")
+    def _view_for_mammography(self) -> GenerateRequest:
+        if self.model == "dualview" and self.view is not None:
+            raise ValueError("view is for MAMBO images; a dual-view pair is always CC + MLO")
+        if self.model == "mambo" and "dicom-mg" in self.formats and self.view is None:
+            raise ValueError("dicom-mg output of a MAMBO image needs view (CC or MLO) to record")
+        return self
 
     model_config = ConfigDict(
         extra="forbid",
@@ -116,14 +152,30 @@ class GenerateRequest(DenoiseParams):
             self.model, self.height, self.width, self.laterality, self.options(stitching=self.stitching)
         )
 
-    def job(self) -> GenerateJob:
-        return GenerateJob(self._request, tuple(self.formats))
+    def job(self, deliver: tuple[str, ...] = ()) -> GenerateJob:
+        return GenerateJob(self._request, tuple(self.formats), deliver, view=self.view)
 
 
 class _FormParams(DenoiseParams):
-    """Form fields travel next to the ``file`` part: that one is allowed, any other unknown field is refused."""
+    """Form fields travel next to the ``file`` part: that one is allowed, any other unknown field is refused.
+
+    Instead of a file, the input may be an instance on a configured DICOMweb server: ``pacs`` names
+    the server, ``study_uid`` / ``series_uid`` / ``instance_uid`` the instance (all four or none).
+    """
 
     model_config = ConfigDict(extra="ignore")
+
+    pacs: PacsName | None = Field(default=None, description="Configured DICOMweb server to take the input from.")
+    study_uid: DicomUid | None = None
+    series_uid: DicomUid | None = None
+    instance_uid: DicomUid | None = None
+
+    @model_validator(mode="after")
+    def _whole_pacs_reference(self) -> _FormParams:
+        given = [self.pacs, self.study_uid, self.series_uid, self.instance_uid]
+        if any(v is not None for v in given) and not all(v is not None for v in given):
+            raise ValueError("an input from a PACS needs pacs, study_uid, series_uid and instance_uid together")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -148,8 +200,8 @@ class SuperResolveParams(_FormParams):
     def build_request(self) -> SuperResConfig:
         return SuperResConfig(self.scale, stand_in=self.stand_in, options=self.options(stitching=self.stitching))
 
-    def job(self, upload: StoredUpload) -> SuperResolveJob:
-        return SuperResolveJob(request=self._request, upload=upload, formats=tuple(self.formats))
+    def job(self, upload: StoredUpload, deliver: tuple[str, ...] = ()) -> SuperResolveJob:
+        return SuperResolveJob(request=self._request, upload=upload, formats=tuple(self.formats), deliver=deliver)
 
 
 class AnomalyMapParams(_FormParams):
@@ -167,6 +219,8 @@ class AnomalyMapParams(_FormParams):
     )
     max_batch: int | None = Field(default=None, description="Largest model batch, 1..4096.")
 
+    allowed_formats: ClassVar[tuple[str, ...]] = ("png16", "npy", "dicom", "dicom-seg")
+
     def _count(self) -> int:
         return self.repeats
 
@@ -179,8 +233,8 @@ class AnomalyMapParams(_FormParams):
             options=self.options(),
         )
 
-    def job(self, upload: StoredUpload) -> AnomalyMapJob:
-        return AnomalyMapJob(request=self._request, upload=upload, formats=tuple(self.formats))
+    def job(self, upload: StoredUpload, deliver: tuple[str, ...] = ()) -> AnomalyMapJob:
+        return AnomalyMapJob(request=self._request, upload=upload, formats=tuple(self.formats), deliver=deliver)
 
 
 class ResultLink(BaseModel):
@@ -206,6 +260,31 @@ class JobProgressInfo(BaseModel):
     elapsed_s: float | None = None
 
 
+class InstanceDelivery(BaseModel):
+    """One DICOM result on its way to one PACS."""
+
+    file: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    destination: str
+    status: Literal["pending", "retrying", "delivered", "failed"]
+    attempts: int
+    error: str | None = None
+    delivered_at: float | None = None
+
+
+class DeliveryInfo(BaseModel):
+    """Where a job's DICOM results go and how far they got (retried with backoff; files stay either way)."""
+
+    status: Literal["pending", "delivering", "retrying", "delivered", "failed"]
+    destinations: list[str]
+    attempts: int
+    max_attempts: int
+    next_attempt_at: float | None = None
+    updated_at: float | None = None
+    instances: list[InstanceDelivery] = Field(default_factory=list)
+
+
 class JobInfo(BaseModel):
     """GET /jobs/{id}: everything a client polls for."""
 
@@ -224,6 +303,7 @@ class JobInfo(BaseModel):
     error: ErrorInfo | None = None
     results: list[ResultLink] = Field(default_factory=list)
     summary: dict[str, Any] = Field(default_factory=dict, description="Model, seed, stats the job reported.")
+    delivery: DeliveryInfo | None = Field(default=None, description="PACS delivery of the DICOM results, if any.")
 
     model_config = ConfigDict(
         json_schema_extra={

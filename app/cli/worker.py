@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
         bundle_paths={kind: settings.bundle_path(kind) for kind in ("mambo", "dualview")},
         device=args.device or settings.device,
         dtype=settings.dtype,
+        pacs=dict(settings.pacs),
+        delivery=settings.delivery_policy(),
     )
     extra = {"name": args.name} if args.name else {}
     worker = MammogenWorker(

@@ -88,6 +88,11 @@ _TYPE2_PATIENT_STUDY = (
 # ---------------------------------------------------------------------------------------------
 # Modules
 # ---------------------------------------------------------------------------------------------
+def _ds(value: float) -> str:
+    """A decimal string within DS's 16 characters (0.05000000000000001 is 19)."""
+    return f"{float(value):.8g}"
+
+
 def _now() -> tuple[str, str]:
     now = _dt.datetime.now(_dt.UTC)
     return now.strftime("%Y%m%d"), now.strftime("%H%M%S")
@@ -300,8 +305,7 @@ def _set_mg_presentation(
     ds.PartialView = "NO"
     ds.OrganExposed = "BREAST"
     ds.DetectorType = ""  # no physical detector is claimed
-    ds.ImagerPixelSpacing = [pixel_spacing_mm, pixel_spacing_mm]
-    ds.PixelSpacing = [pixel_spacing_mm, pixel_spacing_mm]
+    ds.ImagerPixelSpacing = ds.PixelSpacing = [_ds(pixel_spacing_mm)] * 2
     ds.AcquisitionContextSequence = DicomSequence([])
     ds.BodyPartExamined = "BREAST"
     _set_laterality_view(ds, laterality, view, chest_wall, mammography_iod=True)
@@ -520,7 +524,7 @@ def write_derived_dicom(
     view = view_of(source)
     _set_laterality_view(ds, laterality_of(source), view if view in VIEW_CODES else None, chest_wall)
     if pixel_spacing_mm is not None:
-        ds.PixelSpacing = [float(pixel_spacing_mm), float(pixel_spacing_mm)]
+        ds.PixelSpacing = [_ds(pixel_spacing_mm)] * 2
     if value_range is not None:
         lo, hi = float(value_range[0]), float(value_range[1])
         ds.RescaleIntercept = f"{lo:.10g}"

@@ -10,6 +10,7 @@ from app.api.admission import (
     check_generate_request,
     check_output_size,
     ensure_model_available,
+    resolve_delivery,
     timeout_for,
 )
 from app.api.deps import ApiKeyDep, IdempotencyKeyDep, MetricsDep, StateDep
@@ -45,7 +46,7 @@ def generate(
     check_output_size(state, body.height, body.width)
     ensure_model_available(state, body.model)
     check_generate_request(state, body)
-    job = body.job()
+    job = body.job(resolve_delivery(state, body.formats, body.deliver))
     cost = admit_cost(state, job)
     sub = state.submitter.submit(
         job,

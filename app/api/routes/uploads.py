@@ -4,6 +4,10 @@ The body is capped while it streams (`app.api.limits`); `app.api.intake` then re
 first, a full queue (429), what the header rules out (415, 413, 422) and, decoding within the
 API's memory budget, what the worker would refuse (422), so nothing bad is stored or queued.
 Handlers are async: a request waiting for the budget holds no thread.
+
+Instead of a file, the form may name an instance on a configured DICOMweb server (``pacs`` plus
+study / series / instance UIDs): it is fetched with WADO-RS under the same byte and pixel limits
+(`workers.pacs.retrieve_dicomweb`) and then goes through exactly the same checks as an upload.
 """
 
 from __future__ import annotations
@@ -22,16 +26,18 @@ from app.api.admission import (
     check_output_size,
     ensure_model_available,
     preprocess_config,
+    resolve_delivery,
     tile_size,
     timeout_for,
 )
 from app.api.deps import ApiKeyDep, IdempotencyKeyDep, MetricsDep, StateDep
-from app.api.intake import SUFFIX, Upload, decode_and_check, read_header
+from app.api.intake import SUFFIX, Upload, decode_and_check, header_of
 from app.api.schemas import AnomalyMapParams, JobAccepted, SuperResolveParams
 from app.api.state import ServiceState
-from models.errors import NotBuiltError
+from models.errors import BadInputError, NotBuiltError
 from models.input_checks import InputKind
 from workers.job_requests import AnomalyMapJob, SuperResolveJob
+from workers.pacs import InstanceRef, retrieve_dicomweb, source_server
 
 router = APIRouter(tags=["jobs"])
 
@@ -79,18 +85,60 @@ def _submit(
     )
 
 
+def _from_pacs(state: ServiceState, params: SuperResolveParams | AnomalyMapParams) -> bytes:
+    """The named instance from a configured DICOMweb server, fetched under the upload limits."""
+    s = state.settings
+    ref = InstanceRef(params.pacs, params.study_uid, params.series_uid, params.instance_uid)  # type: ignore[arg-type]
+    return retrieve_dicomweb(
+        source_server(s.pacs, ref.server),
+        ref,
+        max_bytes=s.max_upload_bytes,
+        max_pixels=s.max_image_pixels,
+        max_side=s.max_image_side,
+    )
+
+
+async def _input_bytes(
+    state: ServiceState, params: SuperResolveParams | AnomalyMapParams, file: UploadFile | None
+) -> bytes:
+    """The input image: the uploaded file, or the named instance on a configured DICOMweb server."""
+    if params.pacs is None:
+        if file is None:
+            raise BadInputError(
+                "no input: send the image as the 'file' part, or name it on a configured PACS "
+                "(pacs, study_uid, series_uid, instance_uid)"
+            )
+        return await file.read()
+    if file is not None:
+        raise BadInputError("send either a file or a PACS reference (pacs and UIDs), not both")
+    return await run_in_threadpool(_from_pacs, state, params)
+
+
+def _check_dicom_outputs(formats: list[str], info: Any) -> None:
+    """Refuse before decoding the DICOM outputs this input cannot give."""
+    if "dicom-seg" in formats and info.format != "dicom":
+        raise BadInputError("dicom-seg references its source image: it needs a DICOM input, not " + info.format)
+    if "dicom-mg" in formats and (info.format != "dicom" or info.laterality is None or info.view not in ("CC", "MLO")):
+        raise BadInputError(
+            "dicom-mg needs a DICOM input that states its laterality and a CC or MLO view "
+            f"(this input: {info.format}, laterality {info.laterality}, view {info.view}); use dicom instead"
+        )
+
+
 async def _admit_upload(
     request: Request,
     state: ServiceState,
     kind: InputKind,
-    file: UploadFile,
+    params: SuperResolveParams | AnomalyMapParams,
+    file: UploadFile | None,
     *,
     scale: int | None = None,
     resolution: str | None = None,
 ) -> Upload:
     """Queue room, then the header, then the decode and the worker's checks: each step only if the last passed."""
     await run_in_threadpool(state.submitter.check_room)
-    upload = await read_header(file, state.settings)
+    upload = await header_of(await _input_bytes(state, params, file), state.settings)
+    _check_dicom_outputs(params.formats, upload.info)
     if scale is not None:
         check_output_size(state, upload.info.height, upload.info.width, factor=scale)
     await run_in_threadpool(ensure_model_available, state, "mambo")
@@ -120,12 +168,16 @@ async def super_resolve(
     metrics: MetricsDep,
     principal: ApiKeyDep,
     params: Annotated[SuperResolveParams, Form()],
-    file: Annotated[UploadFile, File(description="Low-resolution mammogram: DICOM, 8/16-bit PNG or TIFF.")],
+    file: Annotated[
+        UploadFile | None,
+        File(description="Low-resolution mammogram: DICOM, 8/16-bit PNG or TIFF (or name a PACS instance)."),
+    ] = None,
     idempotency_key: IdempotencyKeyDep = None,
 ) -> JobAccepted:
     _require("models.superres", "super-resolution")
-    upload = await _admit_upload(request, state, "super-resolve", file, scale=params.scale)
-    job = params.job(upload.stored())
+    deliver = resolve_delivery(state, params.formats, params.deliver)  # cheap checks before any input is read
+    upload = await _admit_upload(request, state, "super-resolve", params, file, scale=params.scale)
+    job = params.job(upload.stored(), deliver)
     sub = await run_in_threadpool(_submit, state, job, params, upload, idempotency_key, principal)
     if not sub.replayed:
         metrics.submitted.labels(kind="super-resolve").inc()
@@ -146,11 +198,15 @@ async def anomaly_map(
     metrics: MetricsDep,
     principal: ApiKeyDep,
     params: Annotated[AnomalyMapParams, Form()],
-    file: Annotated[UploadFile, File(description="Mammogram to analyse: DICOM, 8/16-bit PNG or TIFF.")],
+    file: Annotated[
+        UploadFile | None,
+        File(description="Mammogram to analyse: DICOM, 8/16-bit PNG or TIFF (or name a PACS instance)."),
+    ] = None,
     idempotency_key: IdempotencyKeyDep = None,
 ) -> JobAccepted:
-    upload = await _admit_upload(request, state, "anomaly-map", file, resolution=params.resolution)
-    job = params.job(upload.stored())
+    deliver = resolve_delivery(state, params.formats, params.deliver)  # cheap checks before any input is read
+    upload = await _admit_upload(request, state, "anomaly-map", params, file, resolution=params.resolution)
+    job = params.job(upload.stored(), deliver)
     sub = await run_in_threadpool(_submit, state, job, params, upload, idempotency_key, principal)
     if not sub.replayed:
         metrics.submitted.labels(kind="anomaly-map").inc()
