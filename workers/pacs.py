@@ -169,22 +169,22 @@ def retrieve_dicomweb(
     import pydicom
 
     client = _client(server, max_bytes=max_bytes)
-    try:
-        meta = client.retrieve_instance_metadata(ref.study_uid, ref.series_uid, ref.instance_uid)
-    except requests.HTTPError as exc:
-        raise _http_error(ref, exc) from exc
-    except requests.RequestException as exc:
-        raise _upstream(ref.server, exc) from exc
-    _check_size_metadata(meta, max_pixels=max_pixels, max_side=max_side)
-    try:
-        ds = client.retrieve_instance(ref.study_uid, ref.series_uid, ref.instance_uid)
-    except requests.HTTPError as exc:
-        raise _http_error(ref, exc) from exc
-    except requests.RequestException as exc:
-        raise _upstream(ref.server, exc) from exc
+    uids = (ref.study_uid, ref.series_uid, ref.instance_uid)
+    _check_size_metadata(_wado(ref, client.retrieve_instance_metadata, uids), max_pixels=max_pixels, max_side=max_side)
+    ds = _wado(ref, client.retrieve_instance, uids)
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, ds, enforce_file_format=False)
     return buf.getvalue()
+
+
+def _wado(ref: InstanceRef, call: Any, uids: tuple[str, str, str]) -> Any:
+    """One WADO-RS call; a 404 is the client's bad reference, anything else the server's failure."""
+    try:
+        return call(*uids)
+    except requests.HTTPError as exc:
+        raise _http_error(ref, exc) from exc
+    except requests.RequestException as exc:
+        raise _upstream(ref.server, exc) from exc
 
 
 def _http_error(ref: InstanceRef, exc: requests.HTTPError) -> Exception:
