@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.service_support import missing
 
 
 def require_tool(name: str, why: str) -> str:
@@ -22,10 +22,7 @@ def require_tool(name: str, why: str) -> str:
     local = Path(sys.executable).parent / name
     found = str(local) if local.is_file() else shutil.which(name)
     if found is None:
-        message = f"{name} not found: {why}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{name} not found: {why}")
     return found
 
 

@@ -175,16 +175,28 @@ def test_mutated_files_fail_only_with_typed_errors():
     ]
     rng = np.random.default_rng(2024)
     for data in sources:
+        shape = read_image(data)[0].shape
+        refused = 0
         for trial in range(40):
             damaged = bytearray(data)
-            if trial % 2:
+            truncated = bool(trial % 2)
+            if truncated:
                 damaged = damaged[: int(rng.integers(1, len(damaged)))]
             for _ in range(int(rng.integers(1, 12))):
                 i = int(rng.integers(0, min(len(damaged), 700 if trial % 4 == 0 else len(damaged))))
                 damaged[i] = int(rng.integers(0, 256))
-            for reader in (probe_image, read_image):
-                with contextlib.suppress(MammogenError):
-                    reader(bytes(damaged))
+            with contextlib.suppress(MammogenError):  # the header alone may still look fine
+                probe_image(bytes(damaged))
+            try:
+                image, _ = read_image(bytes(damaged))
+            except MammogenError:
+                refused += 1
+                continue
+            # what still decodes is a whole, sane image: a truncated file never passes as one
+            assert not truncated, f"a truncated file ({len(damaged)} of {len(data)} bytes) decoded"
+            assert image.shape == shape and image.dtype == np.float32
+            assert np.isfinite(image).all() and image.min() >= 0.0 and image.max() <= 1.0
+        assert refused >= 20  # every truncation, and more
 
 
 # TIFF layouts: everything tifffile decodes is read correctly, the rest is refused naming the layout ----------
@@ -277,12 +289,21 @@ def test_mutated_tiffs_fail_only_with_typed_errors():
 
     data = _tiff((np.random.default_rng(3).random((24, 24)) * 65535).astype(np.uint16), compression="deflate")
     rng = np.random.default_rng(7)
+    refused = 0
     for trial in range(60):
         damaged = bytearray(data)
-        if trial % 2:
+        truncated = bool(trial % 2)
+        if truncated:
             damaged = damaged[: int(rng.integers(1, len(damaged)))]
         for _ in range(int(rng.integers(1, 8))):
             damaged[int(rng.integers(0, len(damaged)))] = int(rng.integers(0, 256))
-        for reader in (probe_image, read_image):
-            with contextlib.suppress(MammogenError):
-                reader(bytes(damaged))
+        with contextlib.suppress(MammogenError):
+            probe_image(bytes(damaged))
+        try:
+            image, _ = read_image(bytes(damaged))
+        except MammogenError:
+            refused += 1
+            continue
+        assert not truncated, f"a truncated TIFF ({len(damaged)} of {len(data)} bytes) decoded"
+        assert image.shape == (24, 24) and np.isfinite(image).all()
+    assert refused >= 30

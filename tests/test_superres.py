@@ -169,3 +169,24 @@ def test_a_target_below_one_tile_is_refused(sr):
 def test_bad_images_fail_with_a_clear_bad_input_error(sr, image, message):
     with pytest.raises(BadInputError, match=message):
         sr(image, _fast())
+
+
+@pytest.mark.parametrize("laterality", ["L", "R"])
+def test_with_a_stage_3_that_returns_its_context_the_output_is_the_input_upsampled(laterality):
+    """Content, not shape: an oracle stage 3 gives back the centre of its context channel, so the
+    super-resolved image must be the preprocessed input upsampled k x k, in the input's orientation
+    and, through the intensity window, at the input's own intensities inside the breast."""
+    from models.preprocess import preprocess_image
+    from tests.test_mambo_oracle import GEO, ContextOracle
+
+    oracle = ContextOracle(3, GEO)
+    sr = SuperResolutionPipeline(MamboPipeline(ContextOracle(1, GEO), oracle, oracle, geometry=GEO))
+    low = downsample_area(make_phantom_case(5, (96, 72), laterality=laterality).cc.image, 3)  # 32 x 24
+    result = sr(low, _fast(scale=GEO.k, stand_in="mid", steps=4, skip_background=False))
+    assert result.stand_in == "mid" and result.image.shape == (96, 72)
+    pre = preprocess_image(low)
+    expected = pre.to_source(np.repeat(np.repeat(pre.image, 3, 0), 3, 1), (96, 72))
+    np.testing.assert_allclose(result.normalized, expected, atol=2e-3)
+    inside = np.repeat(np.repeat(breast_mask(low), 3, 0), 3, 1) & np.repeat(np.repeat(low > 0.2, 3, 0), 3, 1)
+    upsampled_low = np.repeat(np.repeat(low, 3, 0), 3, 1)
+    assert np.abs(result.image - upsampled_low)[inside].mean() < 0.02  # the input's own intensities

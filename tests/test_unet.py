@@ -1,7 +1,5 @@
 """The denoiser presets: conditioning channels in, denoised channels out, the paper's size."""
 
-import time
-
 import pytest
 import torch
 
@@ -15,14 +13,14 @@ def test_tiny_unet_predicts_only_the_denoised_channel():
     assert out.shape == (2, 1, 32, 32)
 
 
-def test_tiny_unet_forward_takes_milliseconds_on_cpu():
-    unet = build_unet("tiny", in_channels=3).eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        unet(x, 1)  # warm-up
-        t0 = time.perf_counter()
-        unet(x, 1)
-    assert time.perf_counter() - t0 < 0.5
+def test_the_presets_grow_in_cost_and_tiny_stays_cheap():
+    """Cost in FLOPs (counted, not timed: a wall-clock bound fails on a busy machine): the tiny preset,
+    which the tests and the demo bundles use, costs a small fraction of the paper's network."""
+    from models.benchmarks.harness import count_forward_flops
+
+    flops = {p: count_forward_flops(build_unet(p, in_channels=3), 3, 64) for p in ("tiny", "small", "paper")}
+    assert flops["tiny"] < flops["small"] < flops["paper"]
+    assert flops["tiny"] < flops["paper"] / 10 and flops["tiny"] < 3e9
 
 
 def test_dualview_shape_three_in_three_out():

@@ -22,6 +22,7 @@ from tests.service_support import (  # noqa: F401
     WorkerProcess,
     dualview_bundle,
     free_port,
+    missing,
     settings_for,
     unique_queue,
     wait_for,
@@ -72,7 +73,7 @@ class PrivateRedis:
 @pytest.fixture
 def redis_server(tmp_path) -> Iterator[PrivateRedis]:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed")
+        missing("redis-server not installed")
     server = PrivateRedis(tmp_path)
     server.start()
     yield server
