@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from tests.dicom_validation import require_tool
-from tests.service_support import free_port
+from tests.service_support import free_port, missing
 
 #: Where Debian's orthanc-dicomweb installs its plugin (the first is the versionless plugin link).
 PLUGIN_GLOBS = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so", "/usr/lib/orthanc/libOrthancDicomWeb.so*")
@@ -31,10 +31,7 @@ def dicomweb_plugin() -> str:
         found = sorted(glob.glob(pattern))
         if found:
             return found[0]
-    message = "the Orthanc DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    missing("the Orthanc DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)")
 
 
 class Orthanc:
