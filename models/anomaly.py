@@ -7,7 +7,6 @@ in ``models/anomaly_postprocess.py``; this module holds the diffusion part and t
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -27,11 +26,10 @@ from models.anomaly_postprocess import (
     overlay,
     residual_map,
 )
-from models.bundle import Bundle
 from models.errors import BadInputError
 from models.geometry import area_downsample, crop, patch_conditioning, to_canvas
 from models.intensity import IntensityMapping
-from models.mambo import MamboPipeline
+from models.mambo import MamboPipeline, OnMambo
 from models.progress import CancelFn, ProgressFn, Reporter
 from models.requests import AnomalyConfig
 from models.sampling import CallStats, SamplerSpec, denoise, start_index_for_timestep, tile_generator, unet_predictor
@@ -118,7 +116,7 @@ def anomaly_from_reconstructions(
     )
 
 
-class AnomalyPipeline:
+class AnomalyPipeline(OnMambo):
     """Healthy-model reconstruction of a real image from timestep lambda, scored against the image.
 
     ``global``: the paper's setting (stage-1 model on the s x s global image). ``full``: every
@@ -131,19 +129,10 @@ class AnomalyPipeline:
     """
 
     def __init__(self, mambo: MamboPipeline) -> None:
-        self.mambo = mambo
+        super().__init__(mambo)
         self.global_unet: UNet2DModel = mambo.global_unet
         self.patch_unet: UNet2DModel = mambo.patch_unet
         self.schedule, self.geometry, self.preprocess = mambo.schedule, mambo.geometry, mambo.preprocess
-
-    @classmethod
-    def from_bundle(
-        cls,
-        bundle: Bundle | str | os.PathLike[str],
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
-    ) -> AnomalyPipeline:
-        return cls(MamboPipeline.from_bundle(bundle, device, dtype))
 
     @property
     def device(self) -> torch.device:

@@ -214,6 +214,9 @@ class Bundle:
         }
 
 
+BundleRef = Bundle | str | os.PathLike[str]  # a loaded bundle, or its folder
+
+
 def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     """Read and check a bundle's manifest (and hashes unless ``verify=False``)."""
     root = Path(path)
@@ -256,7 +259,7 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     return bundle
 
 
-def open_bundle(bundle: Bundle | str | os.PathLike[str], kind: BundleKind) -> Bundle:
+def open_bundle(bundle: BundleRef, kind: BundleKind) -> Bundle:
     """The one way pipelines get their bundle: a loaded one as is, a path loaded and verified; of ``kind``."""
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     if b.kind != kind:

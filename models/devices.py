@@ -6,6 +6,8 @@ import torch
 
 from models.errors import BadInputError
 
+Device = str | torch.device
+
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 

@@ -16,7 +16,6 @@ on its own). The third-channel check is measured on the raw samples, before any 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ import numpy as np
 import torch
 from diffusers import UNet2DModel
 
-from models.bundle import Bundle, open_bundle
+from models.bundle import BundleRef, open_bundle
+from models.devices import Device
 from models.errors import BadInputError, BundleIntegrityError
 from models.intensity import IntensityMapping
 from models.metrics.dualview_stats import PERCENTILE_CLIP, third_channel_error
@@ -127,10 +127,7 @@ class DualViewPipeline:
 
     @classmethod
     def from_bundle(
-        cls,
-        bundle: Bundle | str | os.PathLike[str],
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        cls, bundle: BundleRef, device: Device = "cpu", dtype: torch.dtype = torch.float32
     ) -> DualViewPipeline:
         """A ``kind: dualview`` bundle (verified) with its one network ``dualview`` on ``device``."""
         b = open_bundle(bundle, "dualview")

@@ -10,18 +10,18 @@ Stage methods take and return images in [0, 1] so super-resolution can hand in a
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 import torch
 from diffusers import UNet2DModel
 
-from models.bundle import Bundle, open_bundle
+from models.bundle import BundleRef, open_bundle
+from models.devices import Device
 from models.errors import BadInputError, BundleIntegrityError
 from models.geometry import (
     Box,
@@ -121,8 +121,8 @@ class MamboPipeline:
     @classmethod
     def from_bundle(
         cls,
-        bundle: Bundle | str | os.PathLike[str],
-        device: str | torch.device = "cpu",
+        bundle: BundleRef,
+        device: Device = "cpu",
         dtype: torch.dtype = torch.float32,
         *,
         max_side: int = DEFAULT_MAX_SIDE,
@@ -175,19 +175,13 @@ class MamboPipeline:
         )
 
     def __call__(
-        self,
-        height: int | None = None,
-        width: int | None = None,
-        options: SamplingOptions = DEFAULT_OPTIONS,
-        *,
-        chest_wall: ChestWall = "left",
-        callback: ProgressFn | None = None,
-        cancel: CancelFn | None = None,
+        self, height: int | None = None, width: int | None = None, options: SamplingOptions = DEFAULT_OPTIONS, **kw: Any
     ) -> MamboResult:
-        """One image (``options`` holds its one seed); :meth:`generate_many` makes several in lock-step."""
+        """One image (``options`` holds its one seed); the keywords (chest_wall, callback, cancel) are
+        :meth:`generate_many`'s, which makes several images in lock-step."""
         if len(options.seeds) != 1:
             raise BadInputError(f"one image takes one seed, got {len(options.seeds)}: use generate_many")
-        return self.generate_many(height, width, options, chest_wall=chest_wall, callback=callback, cancel=cancel)[0]
+        return self.generate_many(height, width, options, **kw)[0]
 
     def generate_many(
         self,
@@ -369,6 +363,18 @@ class MamboPipeline:
 
     def _to_image(self, x: torch.Tensor) -> np.ndarray:
         return IntensityMapping.from_model(x.float()).cpu().numpy().astype(np.float32)
+
+
+class OnMambo:
+    """A pipeline that runs a real image through a MAMBO pipeline's networks (super-resolution, anomaly
+    maps): built on one, or from a bundle through the one loader, ``MamboPipeline.from_bundle``."""
+
+    def __init__(self, mambo: MamboPipeline) -> None:
+        self.mambo = mambo
+
+    @classmethod
+    def from_bundle(cls, bundle: BundleRef, device: Device = "cpu", dtype: torch.dtype = torch.float32) -> Self:
+        return cls(MamboPipeline.from_bundle(bundle, device, dtype))
 
 
 def _patch_condition(mid_canvas: torch.Tensor, global_image: torch.Tensor, plan: MamboPlan, box: Box) -> torch.Tensor:

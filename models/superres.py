@@ -14,7 +14,6 @@ methods, with any sampler and stitching mode. The output has the input's orienta
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,10 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.bundle import Bundle
 from models.geometry import MamboPlan
 from models.imaging.orientation import Orientation
-from models.mambo import MamboPipeline
+from models.mambo import OnMambo
 from models.preprocess import preprocess_image, validate_image
 from models.progress import CancelFn, ProgressFn, Reporter
 from models.requests import SuperResConfig
@@ -76,20 +74,8 @@ def _place(image: np.ndarray, side: int) -> np.ndarray:
     return out
 
 
-class SuperResolutionPipeline:
+class SuperResolutionPipeline(OnMambo):
     """Stages 2-3 of a MAMBO bundle, driven by a real low-resolution image."""
-
-    def __init__(self, mambo: MamboPipeline) -> None:
-        self.mambo = mambo
-
-    @classmethod
-    def from_bundle(
-        cls,
-        bundle: Bundle | str | os.PathLike[str],
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
-    ) -> SuperResolutionPipeline:
-        return cls(MamboPipeline.from_bundle(bundle, device, dtype))
 
     def __call__(
         self,

@@ -13,3 +13,7 @@ os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 import torch  # after the thread environment is set
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# Fixtures every test module may ask for by name: real Redis (DB 13), tiny random bundles, a private Orthanc.
+from tests.pacs_support import orthanc  # noqa: E402, F401
+from tests.service_support import dualview_bundle, mambo_bundle, redis_conn  # noqa: E402, F401

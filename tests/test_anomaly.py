@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from models.anomaly import AnomalyPipeline, anomaly_from_reconstructions
 from models.anomaly_input import prepare
 from models.anomaly_postprocess import PAPER_POST
 from models.errors import BadInputError, CancelledError
 from models.geometry import MamboGeometry
-from models.mambo import MamboPipeline
 from models.metrics.segmentation import iou
-from models.options import SamplingOptions
 from models.requests import AnomalyConfig
-from models.unet import build_unet
+from tests.pipeline_support import flat_request, tiny_mambo
 from training.phantoms import make_phantom_case
 
 #: s = 256, k = 1: the global grid IS the 256^2 input grid, so the oracle test measures the recipe alone.
@@ -25,21 +22,16 @@ TINY = MamboGeometry(s=32, k=2, overlap=8)
 
 @pytest.fixture(scope="module")
 def tiny_pipeline() -> AnomalyPipeline:
-    torch.manual_seed(0)
-    nets = [build_unet("tiny", c, 1, 32).eval() for c in (1, 3, 3)]
-    return AnomalyPipeline(MamboPipeline(*nets, geometry=TINY))
+    return AnomalyPipeline(tiny_mambo(TINY))
 
 
 def _fast(**kw) -> AnomalyConfig:
     """DDPM over the 1000-step schedule from a small lambda: lambda + 1 model calls, fast on CPU."""
-    base = {"lam": 3, "seeds": (0, 1), "sampler": "ddpm", "steps": 1000}
-    return _config(**{**base, **kw})
+    return _config(**{"lam": 3, "seeds": (0, 1), **kw})
 
 
 def _config(**kw) -> AnomalyConfig:
-    """An AnomalyConfig from flat keywords: sampling ones go into its SamplingOptions."""
-    options = {k: kw.pop(k) for k in list(kw) if k in SamplingOptions.__dataclass_fields__}
-    return AnomalyConfig(**kw, options=SamplingOptions(**{"sampler": "ddpm", "steps": 1000, **options}))
+    return flat_request(AnomalyConfig, **{"sampler": "ddpm", "steps": 1000, **kw})
 
 
 # --- the oracle: a perfect healthy reconstruction ---------------------------------------------------

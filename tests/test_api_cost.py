@@ -16,14 +16,7 @@ from app.api.schemas import GenerateRequest
 from app.main import create_app
 from models.options import SamplingOptions
 from models.requests import AnomalyConfig
-from tests.service_support import (  # noqa: F401
-    dualview_bundle,
-    mambo_bundle,
-    purge_queue,
-    redis_conn,
-    settings_for,
-    unique_queue,
-)
+from tests.service_support import purge_queue, settings_for, unique_queue
 from workers.estimates import DEFAULT_SECONDS_PER_WORK, job_cost
 from workers.job_requests import AnomalyMapJob, GenerateJob, StoredUpload
 from workers.queueing import SERIALIZER
@@ -34,7 +27,7 @@ GEOMETRY = {"s": 32, "k": 3, "overlap": 8}  # the test bundle's
 
 
 @pytest.fixture
-def make_client(tmp_path, redis_conn, mambo_bundle, dualview_bundle):  # noqa: F811
+def make_client(tmp_path, redis_conn, mambo_bundle, dualview_bundle):
     queues = []
 
     def make(**overrides) -> TestClient:

@@ -16,15 +16,7 @@ from pydicom.data import get_testdata_file
 
 from app.main import create_app
 from app.settings import Settings
-from tests.service_support import (  # noqa: F401
-    black_png,
-    dualview_bundle,
-    mambo_bundle,
-    purge_queue,
-    redis_conn,
-    settings_for,
-    unique_queue,
-)
+from tests.service_support import black_png, purge_queue, settings_for, unique_queue
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +33,7 @@ def _assert_no_internals(text: str, *paths: object) -> None:
 
 
 @pytest.fixture
-def client(tmp_path, redis_conn, dualview_bundle) -> Iterator[TestClient]:  # noqa: F811
+def client(tmp_path, redis_conn, dualview_bundle) -> Iterator[TestClient]:
     queue = unique_queue("leaks")
     settings = settings_for(
         tmp_path,
@@ -67,7 +59,7 @@ def test_readyz_without_redis_does_not_name_its_host_or_port(tmp_path):
         assert "127.0.0.1" not in r.text and ":1" not in r.text and "Errno" not in r.text
 
 
-def test_models_and_503_name_bundles_without_server_paths(client, dualview_bundle, tmp_path):  # noqa: F811
+def test_models_and_503_name_bundles_without_server_paths(client, dualview_bundle, tmp_path):
     r = client.get("/models")
     assert r.status_code == 200
     models = {m["kind"]: m for m in r.json()["models"]}
@@ -95,7 +87,7 @@ def test_undecodable_tiff_error_has_no_memory_address(client):
     _assert_no_internals(r.text)
 
 
-def test_undecodable_lossy_jpeg_dicom_error_does_not_list_decoder_plugins(client, mambo_bundle):  # noqa: F811
+def test_undecodable_lossy_jpeg_dicom_error_does_not_list_decoder_plugins(client, mambo_bundle):
     data = Path(get_testdata_file("JPEG-lossy.dcm")).read_bytes()  # 12-bit JPEG Extended: no decoder here
     settings = client.app.state.settings.model_copy(update={"mambo_bundle": mambo_bundle})  # decoding needs one
     with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as c:
@@ -119,7 +111,7 @@ def test_redirects_and_urls_never_use_the_host_header(client):
     assert r.status_code == 202 and r.headers["Location"].startswith("/jobs/")
 
 
-def test_metrics_need_the_key_when_one_is_set_unless_made_public(client, tmp_path, dualview_bundle):  # noqa: F811
+def test_metrics_need_the_key_when_one_is_set_unless_made_public(client, tmp_path, dualview_bundle):
     assert client.get("/metrics", headers={"X-API-Key": ""}).status_code == 401
     assert client.get("/metrics").status_code == 200
     settings = client.app.state.settings.model_copy(update={"metrics_public": True})

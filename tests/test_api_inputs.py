@@ -21,14 +21,7 @@ from pydicom.data import get_testdata_file
 from rq import Queue
 
 from app.main import create_app
-from tests.service_support import (  # noqa: F401
-    dualview_bundle,
-    live_server,
-    purge_queue,
-    redis_conn,
-    settings_for,
-    unique_queue,
-)
+from tests.service_support import live_server, purge_queue, settings_for, unique_queue
 from workers.queueing import SERIALIZER
 
 pytestmark = pytest.mark.integration
@@ -38,7 +31,7 @@ MAX_UPLOAD = 64 * 1024
 
 
 @pytest.fixture
-def api(tmp_path, redis_conn, dualview_bundle) -> Iterator[tuple[TestClient, Queue]]:  # noqa: F811
+def api(tmp_path, redis_conn, dualview_bundle) -> Iterator[tuple[TestClient, Queue]]:
     queue = unique_queue("inputs")
     settings = settings_for(
         tmp_path,

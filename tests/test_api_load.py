@@ -15,15 +15,7 @@ import httpx
 import pytest
 
 from app.main import create_app
-from tests.service_support import (  # noqa: F401
-    dualview_bundle,
-    live_server,
-    purge_queue,
-    redis_conn,
-    settings_for,
-    unique_queue,
-    wait_for,
-)
+from tests.service_support import live_server, purge_queue, settings_for, unique_queue, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +24,7 @@ GEN = {"model": "dualview", "steps": 2, "seed": 1}
 
 
 @pytest.fixture
-def service(tmp_path, redis_conn, dualview_bundle) -> Iterator[tuple[object, str]]:  # noqa: F811
+def service(tmp_path, redis_conn, dualview_bundle) -> Iterator[tuple[object, str]]:
     queue = unique_queue("load")
     settings = settings_for(tmp_path, queue, dualview_bundle=dualview_bundle, max_waiters_per_client=WAITERS + 4)
     app = create_app(settings)
@@ -86,7 +78,7 @@ def test_sixty_long_polls_leave_healthz_and_generate_answering_within_one_second
     assert app.state.watcher.waiting == 0
 
 
-def test_waiters_are_bounded_per_client(tmp_path, redis_conn, dualview_bundle):  # noqa: F811
+def test_waiters_are_bounded_per_client(tmp_path, redis_conn, dualview_bundle):
     queue = unique_queue("waiters")
     settings = settings_for(tmp_path, queue, dualview_bundle=dualview_bundle, max_waiters_per_client=2)
     app = create_app(settings)

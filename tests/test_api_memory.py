@@ -16,14 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service_support import (  # noqa: F401
+from tests.service_support import (
     ROOT,
     black_png,
-    dualview_bundle,
     free_port,
-    mambo_bundle,
     purge_queue,
-    redis_conn,
     service_env,
     settings_for,
     unique_queue,
@@ -48,9 +45,9 @@ def _status(pid: int) -> dict[str, int]:
 
 def test_eight_concurrent_bombs_are_refused_from_the_header_within_a_memory_bound(
     tmp_path,
-    redis_conn,  # noqa: F811
-    mambo_bundle,  # noqa: F811
-    dualview_bundle,  # noqa: F811
+    redis_conn,
+    mambo_bundle,
+    dualview_bundle,
 ):
     bomb = black_png(SIDE, SIDE)
     assert len(bomb) < 16 * 1024

@@ -13,15 +13,7 @@ from rq import Queue
 from rq.job import Job
 
 from app.main import create_app
-from tests.service_support import (  # noqa: F401
-    dualview_bundle,
-    live_server,
-    mambo_bundle,
-    purge_queue,
-    redis_conn,
-    settings_for,
-    unique_queue,
-)
+from tests.service_support import live_server, purge_queue, settings_for, unique_queue
 from workers.job_requests import GenerateJob
 from workers.queueing import SERIALIZER
 
@@ -31,7 +23,7 @@ BOUND = 40
 
 
 @pytest.fixture
-def service(tmp_path, redis_conn, dualview_bundle):  # noqa: F811
+def service(tmp_path, redis_conn, dualview_bundle):
     queue = unique_queue("submit")
     settings = settings_for(tmp_path, queue, max_queue_length=BOUND, dualview_bundle=dualview_bundle)
     try:
@@ -142,7 +134,7 @@ def test_100_concurrent_submissions_are_each_accepted_or_refused_with_429_none_l
     assert set(queue.get_job_ids()) == accepted  # every accepted job is in the queue, nothing else
 
 
-def test_queue_full_answer_is_429_with_retry_after_and_counted(tmp_path, redis_conn, dualview_bundle):  # noqa: F811
+def test_queue_full_answer_is_429_with_retry_after_and_counted(tmp_path, redis_conn, dualview_bundle):
     queue = unique_queue("full")
     try:
         settings = settings_for(tmp_path, queue, max_queue_length=2, dualview_bundle=dualview_bundle)
@@ -158,7 +150,7 @@ def test_queue_full_answer_is_429_with_retry_after_and_counted(tmp_path, redis_c
         purge_queue(redis_conn, queue)
 
 
-def test_upload_refused_for_a_full_queue_leaves_no_file_behind(tmp_path, redis_conn, mambo_bundle):  # noqa: F811
+def test_upload_refused_for_a_full_queue_leaves_no_file_behind(tmp_path, redis_conn, mambo_bundle):
     import io
 
     import numpy as np
@@ -180,7 +172,7 @@ def test_upload_refused_for_a_full_queue_leaves_no_file_behind(tmp_path, redis_c
         purge_queue(redis_conn, queue)
 
 
-def test_sizes_the_pipeline_would_refuse_are_422_before_queueing(tmp_path, redis_conn, dualview_bundle):  # noqa: F811
+def test_sizes_the_pipeline_would_refuse_are_422_before_queueing(tmp_path, redis_conn, dualview_bundle):
     from tests.service_support import make_mambo_bundle
 
     queue = unique_queue("sizes")

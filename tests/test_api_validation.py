@@ -20,21 +20,14 @@ from rq import Queue
 from rq.job import Job
 
 from app.main import create_app
-from tests.service_support import (  # noqa: F401
-    dualview_bundle,
-    mambo_bundle,
-    purge_queue,
-    redis_conn,
-    settings_for,
-    unique_queue,
-)
+from tests.service_support import purge_queue, settings_for, unique_queue
 from workers.queueing import SERIALIZER
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def api(tmp_path, redis_conn, mambo_bundle, dualview_bundle) -> Iterator[tuple[TestClient, Queue]]:  # noqa: F811
+def api(tmp_path, redis_conn, mambo_bundle, dualview_bundle) -> Iterator[tuple[TestClient, Queue]]:
     queue = unique_queue("validate")
     settings = settings_for(
         tmp_path, queue, mambo_bundle=mambo_bundle, dualview_bundle=dualview_bundle, max_queue_length=3
@@ -128,7 +121,7 @@ def test_output_size_is_decided_from_the_header_before_decoding(api, monkeypatch
     _nothing_queued(client, queue)
 
 
-def test_the_worker_runs_the_same_check_and_fails_the_job_with_the_same_message(api, tmp_path, mambo_bundle):  # noqa: F811
+def test_the_worker_runs_the_same_check_and_fails_the_job_with_the_same_message(api, tmp_path, mambo_bundle):
     """A blank upload that reaches the queue anyway (an older API, a script) fails on the worker before
     any model work, with the message the API would have answered."""
     from workers.runtime import WorkerRuntime

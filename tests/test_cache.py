@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom
+from models.imaging.dicom_write import generate_uid
 from models.preprocess import PreprocessConfig, preprocess_file
+from tests.imaging_support import phantom_dicom
 from training.cache import CachedImages, PreprocessCache
 from training.ingest import index_folder
 from training.phantoms import make_phantom_case
@@ -19,7 +20,7 @@ def dicoms(tmp_path):
     case = make_phantom_case(40, (72, 64), laterality="R")
     study, series = generate_uid(), generate_uid()
     return [
-        write_mg_phantom_dicom(
+        phantom_dicom(
             tmp_path / "src" / f"{v.view}.dcm",
             v.image,
             laterality="R",

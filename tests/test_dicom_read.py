@@ -11,6 +11,7 @@ from pydicom.data import get_testdata_file
 from models.errors import BadInputError, UnsupportedMediaError
 from models.imaging.dicom import check_pixel_header, dataset_to_image, laterality_of, parse_dataset, view_of
 from models.imaging.readers import read_image
+from tests.imaging_support import phantom_dicom
 
 
 def _file(name: str) -> str:
@@ -162,20 +163,10 @@ def test_jpeg_ls_lossless_file_decodes_identical_to_uncompressed():
 def test_14bit_mammogram_in_every_lossless_syntax_decodes_identically(tmp_path, syntax):
     """The syntaxes real MG archives use (RSNA: JPEG Lossless SV1 and JPEG 2000), transcoded by GDCM."""
     gdcm = pytest.importorskip("gdcm")
-    from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom
     from training.phantoms import make_phantom_case
 
     image = make_phantom_case(1, (96, 80), laterality="L").cc.image
-    src = write_mg_phantom_dicom(
-        tmp_path / "plain.dcm",
-        image,
-        laterality="L",
-        view="CC",
-        patient_id="P",
-        study_uid=generate_uid(),
-        series_uid=generate_uid(),
-        bits_stored=14,
-    )
+    src = phantom_dicom(tmp_path / "plain.dcm", image, laterality="L", view="CC", bits_stored=14)
     reader = gdcm.ImageReader()
     reader.SetFileName(str(src))
     assert reader.Read()

@@ -18,22 +18,14 @@ from PIL import Image
 
 from app.main import create_app
 from tests.dicom_validation import dciodvfy_bytes
-from tests.service_support import (  # noqa: F401
-    WorkerProcess,
-    dualview_bundle,
-    mambo_bundle,
-    purge_queue,
-    redis_or_skip,
-    settings_for,
-    unique_queue,
-    wait_for,
-)
+from tests.imaging_support import phantom_dicom
+from tests.service_support import WorkerProcess, purge_queue, redis_or_skip, settings_for, unique_queue, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory, dualview_bundle, mambo_bundle) -> Iterator[TestClient]:  # noqa: F811
+def service(tmp_path_factory, dualview_bundle, mambo_bundle) -> Iterator[TestClient]:
     conn = redis_or_skip()
     tmp = tmp_path_factory.mktemp("e2e")
     queue = unique_queue("e2e")
@@ -76,7 +68,7 @@ def _download_all(client: TestClient, info: dict) -> dict[str, bytes]:
     return out
 
 
-def test_readyz_sees_the_worker_and_models_lists_its_verified_bundles(service, dualview_bundle):  # noqa: F811
+def test_readyz_sees_the_worker_and_models_lists_its_verified_bundles(service, dualview_bundle):
     r = service.get("/readyz")
     assert r.status_code == 200 and r.json()["workers"] == 1
     models = {m["kind"]: m for m in service.get("/models").json()["models"]}
@@ -149,21 +141,11 @@ def test_generate_mambo_end_to_end_with_dicom(service, tmp_path):
 
 
 def _phantom_dicom(tmp: Path) -> bytes:
-    from pydicom.uid import generate_uid
 
-    from models.imaging.dicom_write import write_mg_phantom_dicom
     from training.phantoms import make_phantom_case
 
     view = make_phantom_case(3, (96, 96), lesions=True).cc
-    path = write_mg_phantom_dicom(
-        tmp / "in.dcm",
-        view.image,
-        laterality=view.laterality,
-        view="CC",
-        patient_id="PH1",
-        study_uid=generate_uid(),
-        series_uid=generate_uid(),
-    )
+    path = phantom_dicom(tmp / "in.dcm", view.image, laterality=view.laterality, view="CC", patient_id="PH1")
     return path.read_bytes()
 
 

@@ -9,8 +9,9 @@ import numpy as np
 from pydicom.data import get_testdata_file
 
 from app.cli.main import main
-from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom
+from models.imaging.dicom_write import generate_uid
 from models.imaging.files import write_png8, write_png16
+from tests.imaging_support import phantom_dicom
 from training.ingest import read_index
 from training.phantoms import make_phantom_case
 
@@ -20,11 +21,11 @@ def _messy_folder(root: Path) -> dict[str, Path]:
     study, series = generate_uid(), generate_uid()
     files = {}
     for n, view in enumerate(case.views, start=1):
-        files[view.view] = write_mg_phantom_dicom(
-            root / "patient1" / f"IMG{n:04d}",  # PACS-style: no extension
+        files[view.view] = phantom_dicom(  # PACS-style name: no extension
+            root / "patient1" / f"IMG{n:04d}",
             view.image,
-            laterality="R",
-            view=view.view,
+            "R",
+            view.view,
             patient_id="PH30",
             study_uid=study,
             series_uid=series,

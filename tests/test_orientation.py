@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom, write_synthetic_dicom
+from models.imaging.dicom_write import write_synthetic_dicom
 from models.imaging.orientation import Orientation, canonicalize, detect_orientation, restore, side_from_content
 from models.imaging.readers import read_image
+from tests.imaging_support import phantom_dicom
 from training.phantoms import make_phantom_case
 
 SIZE = (96, 80)
@@ -58,16 +59,7 @@ def test_patient_orientation_tag_wins_over_content(tmp_path, pair):
 
 def test_phantom_dicoms_of_right_breasts_come_out_canonical(tmp_path, pair):
     left, right = pair
-    path = write_mg_phantom_dicom(
-        tmp_path / "r.dcm",
-        right.cc.image,
-        laterality="R",
-        view="CC",
-        patient_id="P",
-        study_uid=generate_uid(),
-        series_uid=generate_uid(),
-        bits_stored=16,
-    )
+    path = phantom_dicom(tmp_path / "r.dcm", right.cc.image, laterality="R", view="CC", bits_stored=16)
     image, info = read_image(path)
     canon, orient = canonicalize(image, info)
     assert orient.flipped and orient.laterality == "R"

@@ -14,8 +14,8 @@ import pytest
 from models.errors import BadInputError, PayloadTooLargeError, UpstreamError
 from models.imaging.dicom_seg import ABNORMAL, SegmentInfo, read_segmentation, write_segmentation
 from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom, write_synthetic_mg
-from tests.pacs_support import Orthanc, orthanc  # noqa: F401
-from tests.service_support import free_port, redis_conn  # noqa: F401
+from tests.pacs_support import Orthanc
+from tests.service_support import free_port
 from workers.delivery import (
     DeliveryLoop,
     DeliveryPolicy,
@@ -61,7 +61,7 @@ def _same_object(sent: bytes, stored: bytes | None) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["stow-rs", "c-store"])
-def test_mammogram_and_segmentation_arrive_and_read_back_equal(tmp_path, orthanc, protocol):  # noqa: F811
+def test_mammogram_and_segmentation_arrive_and_read_back_equal(tmp_path, orthanc, protocol):
     server = _web(orthanc) if protocol == "stow-rs" else _node(orthanc)
     mg_bytes = _mg(tmp_path)
     source = pydicom.dcmread(io.BytesIO(mg_bytes))
@@ -88,7 +88,7 @@ def test_sending_to_a_pacs_that_is_down_raises_an_upstream_error(tmp_path):
         store_instance("down", node, _mg(tmp_path))
 
 
-def test_wado_rs_input_comes_back_as_the_stored_file_under_the_upload_limits(tmp_path, orthanc):  # noqa: F811
+def test_wado_rs_input_comes_back_as_the_stored_file_under_the_upload_limits(tmp_path, orthanc):
     data = write_mg_phantom_dicom(
         tmp_path / "in.dcm",
         _image(3),
@@ -115,7 +115,7 @@ def test_wado_rs_input_comes_back_as_the_stored_file_under_the_upload_limits(tmp
 
 
 @pytest.fixture
-def outbox(redis_conn):  # noqa: F811
+def outbox(redis_conn):
     queue = f"mgtest-outbox-{uuid.uuid4().hex[:8]}"
     jobs: list[str] = []
     yield queue, jobs
@@ -130,7 +130,7 @@ def _job_with_results(tmp_path, jobs: list[str]) -> tuple[ResultStore, str, list
     return store, job_id, files
 
 
-def test_failed_delivery_is_retried_with_backoff_then_reported_and_files_stay(tmp_path, redis_conn, outbox):  # noqa: F811
+def test_failed_delivery_is_retried_with_backoff_then_reported_and_files_stay(tmp_path, redis_conn, outbox):
     queue, jobs = outbox
     store, job_id, files = _job_with_results(tmp_path, jobs)
     before = hashlib.sha256(store.path_of(job_id, "image00_mg.dcm").read_bytes()).hexdigest()
@@ -153,7 +153,7 @@ def test_failed_delivery_is_retried_with_backoff_then_reported_and_files_stay(tm
     assert hashlib.sha256(store.path_of(job_id, "image00_mg.dcm").read_bytes()).hexdigest() == before
 
 
-def test_delivery_loop_delivers_once_the_pacs_is_back(tmp_path, redis_conn, outbox, orthanc):  # noqa: F811
+def test_delivery_loop_delivers_once_the_pacs_is_back(tmp_path, redis_conn, outbox, orthanc):
     queue, jobs = outbox
     store, job_id, files = _job_with_results(tmp_path, jobs)
     policy = DeliveryPolicy(attempts=5, backoff_s=0.2, backoff_max_s=0.2)

@@ -15,12 +15,9 @@ from app.main import create_app
 from models.imaging.dicom_seg import read_segmentation
 from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom
 from tests.dicom_validation import dciodvfy_bytes
-from tests.pacs_support import orthanc  # noqa: F401
-from tests.service_support import (  # noqa: F401
+from tests.service_support import (
     WorkerProcess,
-    dualview_bundle,
     free_port,
-    mambo_bundle,
     purge_queue,
     redis_or_skip,
     settings_for,
@@ -33,7 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def pacs_service(tmp_path_factory, orthanc, dualview_bundle, mambo_bundle) -> Iterator[TestClient]:  # noqa: F811
+def pacs_service(tmp_path_factory, orthanc, dualview_bundle, mambo_bundle) -> Iterator[TestClient]:
     conn = redis_or_skip()
     tmp = tmp_path_factory.mktemp("pacs-e2e")
     queue = unique_queue("pacs")

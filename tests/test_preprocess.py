@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom
 from models.imaging.files import write_png16
 from models.intensity import IntensityMapping
 from models.preprocess import (
@@ -20,6 +19,7 @@ from models.preprocess import (
     segment,
     zero_background,
 )
+from tests.imaging_support import phantom_dicom
 from training.phantoms import make_phantom_case
 
 SIZE = (112, 96)
@@ -90,15 +90,8 @@ def test_full_chain_makes_left_and_right_dicoms_of_one_breast_identical(tmp_path
     left, right = cases
     outs = []
     for case in (left, right):
-        path = write_mg_phantom_dicom(
-            tmp_path / f"{case.laterality}.dcm",
-            case.mlo.image,
-            laterality=case.laterality,
-            view="MLO",
-            patient_id="P",
-            study_uid=generate_uid(),
-            series_uid=generate_uid(),
-            bits_stored=14,
+        path = phantom_dicom(
+            tmp_path / f"{case.laterality}.dcm", case.mlo.image, laterality=case.laterality, view="MLO", bits_stored=14
         )
         outs.append(preprocess_file(path))
     a, b = outs

@@ -14,7 +14,6 @@ from models.anomaly_input import prepare
 from models.bundle import load_bundle, save_bundle
 from models.errors import BadInputError
 from models.geometry import MamboGeometry
-from models.imaging.dicom_write import generate_uid, write_mg_phantom_dicom
 from models.imaging.files import write_png16
 from models.imaging.readers import read_image
 from models.intensity import DEFAULT_INTENSITY, IntensityMapping
@@ -25,6 +24,8 @@ from models.requests import AnomalyConfig, SuperResConfig
 from models.schedulers import NOISE_SCHEDULE
 from models.superres import SuperResolutionPipeline
 from models.unet import build_unet
+from tests.imaging_support import phantom_dicom
+from tests.pipeline_support import tiny_mambo
 from training.cache import PreprocessCache
 from training.phantoms import make_phantom_case
 
@@ -49,16 +50,7 @@ def right_case():
 def files(tmp_path_factory, right_case) -> dict[str, Path]:
     """The same right breast as an MG DICOM (chest wall right) and as an inverted ("negative") 16-bit PNG."""
     root = tmp_path_factory.mktemp("inputs")
-    dicom = write_mg_phantom_dicom(
-        root / "r.dcm",
-        right_case.cc.image,
-        laterality="R",
-        view="CC",
-        patient_id="P",
-        study_uid=generate_uid(),
-        series_uid=generate_uid(),
-        bits_stored=14,
-    )
+    dicom = phantom_dicom(root / "r.dcm", right_case.cc.image, laterality="R", view="CC", bits_stored=14)
     return {"dicom": dicom, "negative_png": write_png16(root / "neg.png", 1.0 - right_case.cc.image)}
 
 
@@ -96,9 +88,7 @@ def test_a_file_preprocessed_for_training_and_for_serving_gives_identical_arrays
     np.testing.assert_array_equal(served.canonical, np.asarray(trained.image))
     np.testing.assert_array_equal(served.breast, np.asarray(trained.mask))
     # super-resolution: at scale k the input itself is the mid image, resized to its own size
-    sr = SuperResolutionPipeline(
-        MamboPipeline(*[build_unet("tiny", c, 1, 32) for c in (1, 3, 3)], geometry=GEOMETRY, preprocess=config)
-    )
+    sr = SuperResolutionPipeline(tiny_mambo(GEOMETRY, preprocess=config))
     result = sr(image, SuperResConfig(scale=GEOMETRY.k, stand_in="mid", options=ONE_STEP), info=info)
     np.testing.assert_allclose(result.mid_image, np.asarray(trained.image), atol=1e-6)
 
@@ -149,7 +139,7 @@ def test_a_manifest_whose_preprocessing_and_intensity_disagree_is_refused(tmp_pa
 
 def test_superres_gives_a_negative_back_as_a_negative(files, right_case):
     image, info = read_image(files["negative_png"])
-    sr = SuperResolutionPipeline(MamboPipeline(*[build_unet("tiny", c, 1, 32) for c in (1, 3, 3)], geometry=GEOMETRY))
+    sr = SuperResolutionPipeline(tiny_mambo(GEOMETRY))
     result = sr(image, SuperResConfig(scale=2, options=ONE_STEP), info=info)
     assert result.stats["inverted"] is True
     outside = ~np.repeat(np.repeat(right_case.cc.breast_mask, 2, axis=0), 2, axis=1)

@@ -165,8 +165,6 @@ def test_non_image_dicom_is_unsupported(tmp_path):
 @pytest.mark.filterwarnings("ignore")
 def test_mutated_files_fail_only_with_typed_errors():
     """Random byte damage anywhere (header, pixel data, truncation) never escapes as a raw exception."""
-    from models.errors import MammogenError
-
     sources = [
         Path(get_testdata_file("MR_small_jpeg_ls_lossless.dcm")).read_bytes(),
         Path(get_testdata_file("MR_small.dcm")).read_bytes(),
@@ -175,28 +173,38 @@ def test_mutated_files_fail_only_with_typed_errors():
     ]
     rng = np.random.default_rng(2024)
     for data in sources:
-        shape = read_image(data)[0].shape
-        refused = 0
-        for trial in range(40):
-            damaged = bytearray(data)
-            truncated = bool(trial % 2)
-            if truncated:
-                damaged = damaged[: int(rng.integers(1, len(damaged)))]
-            for _ in range(int(rng.integers(1, 12))):
-                i = int(rng.integers(0, min(len(damaged), 700 if trial % 4 == 0 else len(damaged))))
-                damaged[i] = int(rng.integers(0, 256))
-            with contextlib.suppress(MammogenError):  # the header alone may still look fine
-                probe_image(bytes(damaged))
-            try:
-                image, _ = read_image(bytes(damaged))
-            except MammogenError:
-                refused += 1
-                continue
-            # what still decodes is a whole, sane image: a truncated file never passes as one
-            assert not truncated, f"a truncated file ({len(damaged)} of {len(data)} bytes) decoded"
-            assert image.shape == shape and image.dtype == np.float32
-            assert np.isfinite(image).all() and image.min() >= 0.0 and image.max() <= 1.0
-        assert refused >= 20  # every truncation, and more
+        _damaged_files_are_refused_or_whole(data, rng, trials=40, max_flips=12, header_bytes=700)
+
+
+def _damaged_files_are_refused_or_whole(
+    data: bytes, rng: np.random.Generator, *, trials: int, max_flips: int, header_bytes: int | None = None
+) -> None:
+    """Damage ``data`` ``trials`` times (every other one truncated; random bytes flipped, every fourth time
+    in the first ``header_bytes``): nothing escapes but a typed error, no truncated file decodes, and
+    what still decodes is a whole, sane image of the original's shape."""
+    from models.errors import MammogenError
+
+    shape = read_image(data)[0].shape
+    refused = 0
+    for trial in range(trials):
+        damaged = bytearray(data)
+        truncated = bool(trial % 2)
+        if truncated:
+            damaged = damaged[: int(rng.integers(1, len(damaged)))]
+        span = header_bytes if header_bytes and trial % 4 == 0 else len(damaged)
+        for _ in range(int(rng.integers(1, max_flips))):
+            damaged[int(rng.integers(0, min(len(damaged), span)))] = int(rng.integers(0, 256))
+        with contextlib.suppress(MammogenError):  # the header alone may still look fine
+            probe_image(bytes(damaged))
+        try:
+            image, _ = read_image(bytes(damaged))
+        except MammogenError:
+            refused += 1
+            continue
+        assert not truncated, f"a truncated file ({len(damaged)} of {len(data)} bytes) decoded"
+        assert image.shape == shape and image.dtype == np.float32
+        assert np.isfinite(image).all() and image.min() >= 0.0 and image.max() <= 1.0
+    assert refused >= trials // 2  # every truncation, and more
 
 
 # TIFF layouts: everything tifffile decodes is read correctly, the rest is refused naming the layout ----------
@@ -285,25 +293,5 @@ def test_highly_compressed_images_are_refused_as_decompression_bombs_before_deco
 
 
 def test_mutated_tiffs_fail_only_with_typed_errors():
-    from models.errors import MammogenError
-
     data = _tiff((np.random.default_rng(3).random((24, 24)) * 65535).astype(np.uint16), compression="deflate")
-    rng = np.random.default_rng(7)
-    refused = 0
-    for trial in range(60):
-        damaged = bytearray(data)
-        truncated = bool(trial % 2)
-        if truncated:
-            damaged = damaged[: int(rng.integers(1, len(damaged)))]
-        for _ in range(int(rng.integers(1, 8))):
-            damaged[int(rng.integers(0, len(damaged)))] = int(rng.integers(0, 256))
-        with contextlib.suppress(MammogenError):
-            probe_image(bytes(damaged))
-        try:
-            image, _ = read_image(bytes(damaged))
-        except MammogenError:
-            refused += 1
-            continue
-        assert not truncated, f"a truncated TIFF ({len(damaged)} of {len(data)} bytes) decoded"
-        assert image.shape == (24, 24) and np.isfinite(image).all()
-    assert refused >= 30
+    _damaged_files_are_refused_or_whole(data, np.random.default_rng(7), trials=60, max_flips=8)

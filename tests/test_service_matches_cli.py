@@ -14,13 +14,7 @@ from rq import Queue
 from app.cli.main import main
 from app.main import create_app
 from models.imaging.files import write_png16
-from tests.service_support import (  # noqa: F401
-    mambo_bundle,
-    purge_queue,
-    redis_conn,
-    settings_for,
-    unique_queue,
-)
+from tests.service_support import purge_queue, settings_for, unique_queue
 from training.phantoms import make_phantom_case
 from workers.queueing import SERIALIZER
 from workers.runtime import WorkerRuntime
@@ -31,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def service(tmp_path, redis_conn, mambo_bundle):  # noqa: F811
+def service(tmp_path, redis_conn, mambo_bundle):
     """(HTTP client, run-the-queue function, result store) of one service with the MAMBO test bundle."""
     name = unique_queue("same")
     settings = settings_for(tmp_path, name, mambo_bundle=mambo_bundle)
@@ -65,7 +59,7 @@ def right_breast_png(tmp_path_factory) -> Path:
     return write_png16(tmp_path_factory.mktemp("input") / "right.png", image)
 
 
-def test_generate_gives_the_cli_images_pixel_for_pixel(service, mambo_bundle, tmp_path):  # noqa: F811
+def test_generate_gives_the_cli_images_pixel_for_pixel(service, mambo_bundle, tmp_path):
     client, run_queue, store = service
     request = {"model": "mambo", "height": 96, "width": 128, "count": 2, "seed": 5, "steps": 2, "laterality": "R"}
     r = client.post("/generate", json={**request, "sampler": "ddpm", "stitching": "fused", "formats": ["npy"]})
@@ -84,7 +78,7 @@ def test_generate_gives_the_cli_images_pixel_for_pixel(service, mambo_bundle, tm
     )
 
 
-def test_super_resolution_gives_the_cli_image_pixel_for_pixel(service, mambo_bundle, right_breast_png, tmp_path):  # noqa: F811
+def test_super_resolution_gives_the_cli_image_pixel_for_pixel(service, mambo_bundle, right_breast_png, tmp_path):
     client, run_queue, store = service
     files = {"file": ("right.png", right_breast_png.read_bytes(), "image/png")}
     r = client.post("/super-resolve", files=files, data={"scale": "2", "steps": "2", "seed": "3"})
@@ -97,7 +91,7 @@ def test_super_resolution_gives_the_cli_image_pixel_for_pixel(service, mambo_bun
     np.testing.assert_array_equal(served, _png(tmp_path / "cli" / "superres.png"))
 
 
-def test_anomaly_map_gives_the_cli_heat_map_pixel_for_pixel(service, mambo_bundle, right_breast_png, tmp_path):  # noqa: F811
+def test_anomaly_map_gives_the_cli_heat_map_pixel_for_pixel(service, mambo_bundle, right_breast_png, tmp_path):
     client, run_queue, store = service
     files = {"file": ("right.png", right_breast_png.read_bytes(), "image/png")}
     form = {"timestep": "3", "repeats": "2", "seed": "4", "sampler": "ddpm", "steps": "1000", "formats": ["npy"]}

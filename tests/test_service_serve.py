@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from app.settings import DEMO_BUNDLE_DIR
-from tests.service_support import REDIS_URL, ROOT, dualview_bundle, free_port, redis_conn, wait_for  # noqa: F401
+from tests.service_support import REDIS_URL, ROOT, free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -117,13 +117,13 @@ def test_api_only_serve_never_embeds_a_private_redis(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_reachable_configured_redis_is_used_as_is(tmp_path, redis_conn):  # noqa: F811
+def test_reachable_configured_redis_is_used_as_is(tmp_path, redis_conn):
     from app.cli.serve import resolve_redis
 
     assert resolve_redis(REDIS_URL, tmp_path / "r") == (REDIS_URL, None)
 
 
-def test_serve_with_no_redis_configured_embeds_one_and_serves_generate(tmp_path, dualview_bundle):  # noqa: F811
+def test_serve_with_no_redis_configured_embeds_one_and_serves_generate(tmp_path, dualview_bundle):
     proc, base = _serve(tmp_path, {"MAMMOGEN_DUALVIEW_BUNDLE": str(dualview_bundle)})
     try:
         info = _generate_end_to_end(proc, base, tmp_path, {"model": "dualview", "steps": 2, "formats": ["png16"]})

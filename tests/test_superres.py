@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from models.errors import BadInputError
 from models.geometry import MamboGeometry
@@ -13,10 +12,9 @@ from models.imaging.orientation import side_from_content
 from models.intensity import IntensityMapping
 from models.mambo import MamboPipeline
 from models.metrics.image_quality import downsample_area
-from models.options import SamplingOptions
 from models.requests import SuperResConfig
 from models.superres import SuperResolutionPipeline, intensity_window, resize_image
-from models.unet import build_unet
+from tests.pipeline_support import flat_request, tiny_mambo
 from training.phantoms import make_phantom_case
 
 TINY = MamboGeometry(s=32, k=2, overlap=8)
@@ -24,16 +22,12 @@ TINY = MamboGeometry(s=32, k=2, overlap=8)
 
 @pytest.fixture(scope="module")
 def sr() -> SuperResolutionPipeline:
-    torch.manual_seed(0)
-    nets = [build_unet("tiny", c, 1, 32).eval() for c in (1, 3, 3)]
-    return SuperResolutionPipeline(MamboPipeline(*nets, geometry=TINY))
+    return SuperResolutionPipeline(tiny_mambo(TINY))
 
 
 def _fast(**kw) -> SuperResConfig:
-    """A SuperResConfig from flat keywords (sampling ones go into its SamplingOptions): scale 2, one step."""
-    kw = {"scale": 2, "steps": 1, "seeds": (3,), **kw}
-    options = {k: kw.pop(k) for k in list(kw) if k in SamplingOptions.__dataclass_fields__}
-    return SuperResConfig(**kw, options=SamplingOptions(**options))
+    """Scale 2, one step, seed 3 unless the test says otherwise."""
+    return flat_request(SuperResConfig, **{"scale": 2, "steps": 1, "seeds": (3,), **kw})
 
 
 @pytest.fixture(scope="module")

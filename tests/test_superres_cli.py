@@ -14,7 +14,6 @@ from app.cli.main import main
 from models.bundle import save_bundle
 from models.errors import BadInputError, BundleNotFoundError
 from models.geometry import MamboGeometry
-from models.imaging.dicom_write import write_mg_phantom_dicom
 from models.imaging.files import read_png, write_png16
 from models.imaging.mask import breast_mask
 from models.imaging.orientation import side_from_content
@@ -22,6 +21,7 @@ from models.intensity import DEFAULT_INTENSITY
 from models.metrics.image_quality import downsample_area
 from models.schedulers import NOISE_SCHEDULE
 from models.unet import build_unet
+from tests.imaging_support import phantom_dicom
 from training.phantoms import make_phantom_case
 
 
@@ -65,14 +65,13 @@ def test_png_input_gives_a_png_of_the_target_size_in_the_input_orientation(tmp_p
 
 def test_dicom_input_gives_a_derived_dicom_in_the_same_study(tmp_path, tiny_bundle, right_breast_low):
     study = generate_uid()
-    src = write_mg_phantom_dicom(
+    src = phantom_dicom(
         tmp_path / "low.dcm",
         right_breast_low,
         laterality="R",
         view="CC",
         patient_id="P1",
         study_uid=study,
-        series_uid=generate_uid(),
         bits_stored=12,
         pixel_spacing_mm=0.2,
     )

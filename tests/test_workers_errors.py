@@ -9,7 +9,7 @@ from rq.job import Job, JobStatus
 from rq.timeouts import JobTimeoutException
 
 from models.errors import BadInputError, BundleNotFoundError
-from tests.service_support import dualview_job, purge_queue, redis_conn, unique_queue  # noqa: F401
+from tests.service_support import dualview_job, purge_queue, unique_queue
 from workers.queueing import SERIALIZER
 from workers.runtime import WorkerRuntime
 from workers.store import ResultStore
@@ -39,7 +39,7 @@ def test_plain_runtime_errors_are_not_mistaken_for_oom():
 
 
 @pytest.mark.integration
-def test_a_job_whose_bundle_is_missing_fails_once_with_bundle_missing_and_is_not_retried(redis_conn, tmp_path):  # noqa: F811
+def test_a_job_whose_bundle_is_missing_fails_once_with_bundle_missing_and_is_not_retried(redis_conn, tmp_path):
     name = unique_queue("errors")
     queue = Queue(name, connection=redis_conn, serializer=SERIALIZER)
     try:
@@ -85,7 +85,7 @@ def missing_bundle() -> None:
     ("func", "code", "attempts"),
     [(device_oom, "out_of_memory", 3), (bad_input, "bad_input", 1), (missing_bundle, "bundle_missing", 1)],
 )
-def test_the_retry_policy_is_set_before_rq_decides(redis_conn, tmp_path, func, code, attempts):  # noqa: F811
+def test_the_retry_policy_is_set_before_rq_decides(redis_conn, tmp_path, func, code, attempts):
     """Retryable failures use their retries, the others none; each attempt's error is recorded."""
     from rq import Retry
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rq import Queue
 
-from tests.service_support import dualview_bundle, dualview_job, purge_queue, redis_conn, unique_queue  # noqa: F401
+from tests.service_support import dualview_job, purge_queue, unique_queue
 from workers.estimates import (
     DEFAULT_SECONDS_PER_WORK,
     job_cost,
@@ -22,7 +22,7 @@ from workers.worker import MammogenWorker
 pytestmark = pytest.mark.integration
 
 
-def test_seconds_per_evaluation_are_measured_on_finished_jobs(redis_conn, dualview_bundle, tmp_path):  # noqa: F811
+def test_seconds_per_evaluation_are_measured_on_finished_jobs(redis_conn, dualview_bundle, tmp_path):
     name = unique_queue("estimates")
     queue = Queue(name, connection=redis_conn, serializer=SERIALIZER)
     try:

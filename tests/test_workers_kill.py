@@ -17,15 +17,7 @@ from fastapi.testclient import TestClient
 from rq.job import Job
 
 from app.main import create_app
-from tests.service_support import (  # noqa: F401
-    WorkerProcess,
-    dualview_bundle,
-    purge_queue,
-    redis_or_skip,
-    settings_for,
-    unique_queue,
-    wait_for,
-)
+from tests.service_support import WorkerProcess, purge_queue, redis_or_skip, settings_for, unique_queue, wait_for
 from workers.queueing import SERIALIZER, worker_alive_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -53,7 +45,7 @@ def _kill_after_a_beat(worker: WorkerProcess, conn) -> float:
     return time.monotonic()
 
 
-def test_sigkilled_worker_is_noticed_within_two_heartbeats_and_its_job_retried_then_failed(tmp_path, dualview_bundle):  # noqa: F811
+def test_sigkilled_worker_is_noticed_within_two_heartbeats_and_its_job_retried_then_failed(tmp_path, dualview_bundle):
     conn = redis_or_skip()
     queue = unique_queue("kill")
     settings = settings_for(tmp_path, queue, dualview_bundle=dualview_bundle, heartbeat_s=HEARTBEAT_S, job_retries=1)

@@ -18,15 +18,7 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from app.main import create_app
-from tests.service_support import (  # noqa: F401
-    WorkerProcess,
-    dualview_bundle,
-    free_port,
-    missing,
-    settings_for,
-    unique_queue,
-    wait_for,
-)
+from tests.service_support import WorkerProcess, free_port, missing, settings_for, unique_queue, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -80,7 +72,7 @@ def redis_server(tmp_path) -> Iterator[PrivateRedis]:
     server.stop()
 
 
-def test_worker_rides_out_a_redis_outage_without_reloading_or_burning_a_retry(tmp_path, redis_server, dualview_bundle):  # noqa: F811
+def test_worker_rides_out_a_redis_outage_without_reloading_or_burning_a_retry(tmp_path, redis_server, dualview_bundle):
     settings = settings_for(
         tmp_path,
         unique_queue("outage"),

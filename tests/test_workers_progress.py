@@ -10,7 +10,7 @@ from rq.job import Job
 
 from models.errors import CancelledError
 from models.progress import Progress, Reporter
-from tests.service_support import purge_queue, redis_conn, unique_queue  # noqa: F401
+from tests.service_support import purge_queue, unique_queue
 from workers.progress import JobProgress, cancel_requested, request_cancel
 from workers.queueing import SERIALIZER
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def job(redis_conn) -> Job:  # noqa: F811
+def job(redis_conn) -> Job:
     name = unique_queue("progress")
     q = Queue(name, connection=redis_conn, serializer=SERIALIZER)
     yield q.enqueue("workers.jobs.generate", job={})

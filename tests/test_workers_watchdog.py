@@ -9,7 +9,7 @@ import pytest
 from rq import Queue
 from rq.job import Job, JobStatus
 
-from tests.service_support import dualview_job, purge_queue, redis_conn, unique_queue  # noqa: F401
+from tests.service_support import dualview_job, purge_queue, unique_queue
 from workers.queueing import SERIALIZER
 from workers.runtime import WorkerRuntime
 from workers.store import ResultStore
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def queue(redis_conn) -> Queue:  # noqa: F811
+def queue(redis_conn) -> Queue:
     name = unique_queue("watchdog")
     yield Queue(name, connection=redis_conn, serializer=SERIALIZER)
     purge_queue(redis_conn, name)

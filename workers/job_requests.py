@@ -83,19 +83,23 @@ class GenerateJob(_Job):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SuperResolveJob(_Job):
-    kind: ClassVar[str] = "super-resolve"
-    request_type: ClassVar[Any] = SuperResConfig
-    request: SuperResConfig
+class _UploadJob(_Job):
     upload: StoredUpload
 
 
 @dataclass(frozen=True, kw_only=True)
-class AnomalyMapJob(_Job):
+class SuperResolveJob(_UploadJob):
+    kind: ClassVar[str] = "super-resolve"
+    request_type: ClassVar[Any] = SuperResConfig
+    request: SuperResConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnomalyMapJob(_UploadJob):
     kind: ClassVar[str] = "anomaly-map"
     request_type: ClassVar[Any] = AnomalyConfig
     request: AnomalyConfig
-    upload: StoredUpload
 
 
 Job = GenerateJob | SuperResolveJob | AnomalyMapJob
+UploadJob = SuperResolveJob | AnomalyMapJob

@@ -17,7 +17,7 @@ import numpy as np
 from rq import get_current_job
 
 from models.progress import Reporter
-from workers.job_requests import AnomalyMapJob, GenerateJob, SuperResolveJob
+from workers.job_requests import AnomalyMapJob, GenerateJob, SuperResolveJob, UploadJob
 from workers.progress import JobProgress
 from workers.runtime import WorkerRuntime, current
 from workers.store import ResultFile, ResultStore
@@ -196,7 +196,7 @@ def _generate_mambo(job: GenerateJob, t0: float) -> dict[str, Any]:
 
 
 # -- uploads ------------------------------------------------------------------------------------
-def _read_upload(rt: WorkerRuntime, job_id: str, job: SuperResolveJob | AnomalyMapJob) -> tuple[np.ndarray, Any]:
+def _read_upload(rt: WorkerRuntime, job_id: str, job: UploadJob) -> tuple[np.ndarray, Any]:
     """The stored upload, decoded and put through the same checks the API ran before queueing it."""
     from models.imaging.readers import read_image
     from models.input_checks import check_input_image
@@ -215,14 +215,19 @@ def _read_upload(rt: WorkerRuntime, job_id: str, job: SuperResolveJob | AnomalyM
     return image, info
 
 
+def _start_upload(job: UploadJob) -> tuple[UploadJob, Any, WorkerRuntime, JobProgress, np.ndarray, Any]:
+    """An upload job's start: the typed request, the RQ job, the runtime, progress, the checked input."""
+    rq_job, rt, progress = _start()
+    image, info = _read_upload(rt, rq_job.id, job)
+    return job, rq_job, rt, progress, image, info
+
+
 def super_resolve(job: dict[str, Any]) -> dict[str, Any]:
     """A real low-resolution mammogram stands in for MAMBO's global (or mid) image; stages 2-3 add detail."""
     from models.imaging.dicom_write import write_derived_dicom, write_derived_mg
 
     t0 = time.perf_counter()
-    request = SuperResolveJob.from_dict(job)
-    rq_job, rt, progress = _start()
-    image, info = _read_upload(rt, rq_job.id, request)
+    request, rq_job, rt, progress, image, info = _start_upload(SuperResolveJob.from_dict(job))
     pipe = rt.super_resolution()
     config = request.request
     result = pipe(image, config, info=info, callback=progress, cancel=progress.cancelled)
@@ -266,9 +271,7 @@ def anomaly_map(job: dict[str, Any]) -> dict[str, Any]:
     from models.imaging.dicom_write import write_derived_dicom
 
     t0 = time.perf_counter()
-    request = AnomalyMapJob.from_dict(job)
-    rq_job, rt, progress = _start()
-    image, info = _read_upload(rt, rq_job.id, request)
+    request, rq_job, rt, progress, image, info = _start_upload(AnomalyMapJob.from_dict(job))
     pipe = rt.anomaly()
     result = pipe(image, request.request, info=info, callback=progress, cancel=progress.cancelled)
     heat = np.clip(result.heatmap, 0.0, None).astype(np.float32)

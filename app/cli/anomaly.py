@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from app.cli.common import add_sampling_arguments, progress_printer, sampling_options
+from app.cli.common import add_sampling_arguments, sampling_options
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -56,13 +56,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from app.cli.superres import require_bundle
-    from app.settings import get_settings
+    from app.cli.superres import run_on_input
     from models.anomaly import AnomalyPipeline
     from models.anomaly_postprocess import PAPER_POST, STRONG_POST
-    from models.devices import resolve_device
     from models.imaging.files import atomic_write, write_npy, write_png8, write_png16
-    from models.imaging.readers import read_image
     from models.options import request_seeds
     from models.requests import AnomalyConfig
 
@@ -74,13 +71,8 @@ def run(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         options=sampling_options(args, request_seeds(args.seed, args.seeds)),
     )
-    settings = get_settings()
-    image, info = read_image(args.input, max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
-    bundle_path = require_bundle(args.bundle or settings.bundle_path("mambo"))
-    pipe = AnomalyPipeline.from_bundle(bundle_path, device=resolve_device(args.device or settings.device))
-    result = pipe(image, config, info=info, callback=progress_printer("anomaly-map"))
+    _, bundle_path, _, _, result = run_on_input(args, AnomalyPipeline, config, "anomaly-map")
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     peak = float(result.heatmap.max())
     files = {
         "heatmap_npy": str(write_npy(out / "heatmap.npy", result.heatmap)),

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from app.cli.common import add_sampling_arguments, progress_printer, sampling_options
 
@@ -36,22 +37,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.settings import get_settings
-    from models.devices import resolve_device
     from models.imaging.files import atomic_write, write_png16
-    from models.imaging.readers import read_image
     from models.metrics.image_quality import bicubic_upsample
     from models.requests import SuperResConfig
     from models.superres import SuperResolutionPipeline
 
     config = SuperResConfig(args.scale, args.height, args.width, args.stand_in, sampling_options(args, (args.seed,)))
-    settings = get_settings()
-    image, info = read_image(args.input, max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
-    bundle_path = require_bundle(args.bundle or settings.bundle_path("mambo"))
-    pipe = SuperResolutionPipeline.from_bundle(bundle_path, device=resolve_device(args.device or settings.device))
-    result = pipe(image, config, info=info, callback=progress_printer("super-resolve"))
+    pipe, bundle_path, image, info, result = run_on_input(args, SuperResolutionPipeline, config, "super-resolve")
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     files = {
         "superres": str(write_png16(out / "superres.png", result.image)),
         "bicubic": str(write_png16(out / "bicubic.png", bicubic_upsample(image, result.image.shape))),
@@ -90,3 +83,19 @@ def require_bundle(path: Path) -> Path:
             "or `mammogen train ...`, and pass --bundle DIR"
         )
     return Path(path)
+
+
+def run_on_input(args: argparse.Namespace, pipeline: Any, config: Any, label: str) -> tuple[Any, Path, Any, Any, Any]:
+    """Read INPUT (the settings' size bounds), load ``pipeline`` from the MAMBO bundle, run ``config``
+    with progress on stderr; makes --out. Returns (pipe, bundle path, image, info, result)."""
+    from app.settings import get_settings
+    from models.devices import resolve_device
+    from models.imaging.readers import read_image
+
+    settings = get_settings()
+    image, info = read_image(args.input, max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
+    bundle_path = require_bundle(args.bundle or settings.bundle_path("mambo"))
+    pipe = pipeline.from_bundle(bundle_path, device=resolve_device(args.device or settings.device))
+    result = pipe(image, config, info=info, callback=progress_printer(label))
+    args.out.mkdir(parents=True, exist_ok=True)
+    return pipe, bundle_path, image, info, result
