@@ -18,6 +18,7 @@ from workers.delivery import DeliveryPolicy
 from workers.pacs import PacsServer
 
 _PACS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_ACCELERATION = re.compile(r"^(auto|optimised|reference|(float32|bfloat16|float16)(\+[a-z_-]+(=[a-z-]+)?)*)$")
 
 #: Where the demo bundles live inside the repository (shipped by the training issue).
 DEMO_BUNDLE_DIR = Path(__file__).resolve().parent.parent / "models" / "demo_bundles"
@@ -51,6 +52,19 @@ class Settings(BaseSettings):
     )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    acceleration: str = Field(
+        default="auto",
+        description="How the networks run: auto (the measured-fastest for the device), optimised, reference "
+        "(fp32 NCHW eager), or a label such as bfloat16+channels_last+sdpa (docs/PERFORMANCE.md).",
+    )
+    torch_threads: int = Field(
+        default=0, ge=0, description="Torch CPU threads of a worker; 0: all usable cores but one, at least one."
+    )
+    warmup_max_batch: int = Field(
+        default=16,
+        ge=1,
+        description="Workers compile/warm every power-of-two batch bucket up to this before reporting ready.",
+    )
 
     # API.
     api_key: SecretStr | None = Field(default=None, description="If set, required as X-API-Key.")
@@ -103,6 +117,15 @@ class Settings(BaseSettings):
     def _check_device(cls, v: str) -> str:
         if v not in ("auto", "cpu", "mps") and not (v == "cuda" or v.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {v!r}")
+        return v
+
+    @field_validator("acceleration")
+    @classmethod
+    def _check_acceleration(cls, v: str) -> str:
+        if not _ACCELERATION.match(v):
+            raise ValueError(
+                f"acceleration must be auto, optimised, reference or a label like bfloat16+sdpa, got {v!r}"
+            )
         return v
 
     @field_validator("public_base_url")

@@ -30,6 +30,13 @@ from models.errors import BadInputError
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+#: The named settings of ``MAMMOGEN_ACCELERATION`` / ``--acceleration`` (any `Acceleration.label` works too).
+SETTINGS = ("auto", "reference", "optimised")
+#: Attributes under which the pipelines hold their networks (MAMBO's three, dual-view's one).
+NETWORK_ATTRIBUTES = ("global_unet", "local_unet", "patch_unet", "unet")
+#: Compiled graphs per network = its batch buckets; dynamo's default limit (8 per code object, which all
+#: networks of a pipeline share) would silently fall back to eager after a few buckets.
+RECOMPILE_LIMIT = 64
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -100,6 +107,30 @@ class Acceleration:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Acceleration:
         return cls(**data)
+
+    @classmethod
+    def from_label(cls, label: str) -> Acceleration:
+        """The inverse of :attr:`label`: ``"bfloat16+channels_last+sdpa"`` -> that configuration."""
+        parts = [p.strip() for p in label.split("+") if p.strip()]
+        if not parts:
+            raise BadInputError("an empty acceleration label")
+        changes: dict[str, Any] = {"dtype": parts[0], "sdpa": False}
+        for part in parts[1:]:
+            key, _, value = part.partition("=")
+            if key == "channels_last":
+                changes["channels_last"] = True
+            elif key == "compile":
+                changes["compile_mode"] = value or "default"
+            elif key in ("sdpa", "explicit-attn"):
+                changes["sdpa"] = key == "sdpa"
+            elif key == "static-batches":
+                changes["static_batches"] = True
+            else:
+                raise BadInputError(f"unknown acceleration switch {part!r} in {label!r}")
+        if "explicit-attn" not in parts and "sdpa" not in parts:
+            changes["sdpa"] = True
+        accel = cls(**changes)
+        return accel.with_(cudnn_benchmark=accel.compile_mode is not None or accel.channels_last)
 
     def with_(self, **changes: Any) -> Acceleration:
         return replace(self, **changes)
@@ -220,4 +251,101 @@ def prepare_unet(
     set_attention(unet, acceleration.sdpa)
     if acceleration.cudnn_benchmark and torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
+    if acceleration.compile_mode is not None:
+        _raise_recompile_limit()
     return PreparedUNet(unet, acceleration)
+
+
+def _raise_recompile_limit() -> None:
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("recompile_limit", "cache_size_limit"):  # renamed across torch versions
+        if hasattr(dynamo_config, name) and getattr(dynamo_config, name) < RECOMPILE_LIMIT:
+            setattr(dynamo_config, name, RECOMPILE_LIMIT)
+
+
+def resolve_acceleration(
+    setting: str, device: str | torch.device, dtype: str | torch.dtype | None = None
+) -> Acceleration:
+    """``MAMMOGEN_ACCELERATION`` (or ``--acceleration``) -> the configuration the networks run in.
+
+    - ``auto``: the measured-fastest configuration of the device (`Acceleration.optimised_for`): CUDA
+      bf16 + channels_last + SDPA + compile (CUDA graphs, static batch buckets); CPU bf16 where it is
+      native (else fp32) + channels_last + SDPA, eager (docs/PERFORMANCE.md: 1.6-1.8x fp32 on the demo
+      networks, compile adds ~3 % for minutes of start-up); other devices fp32 + SDPA.
+    - ``optimised``: `Acceleration.optimised_for` on any device.
+    - ``reference``: the reference code's fp32, NCHW, eager, explicit attention.
+    - a label such as ``bfloat16+channels_last+sdpa``: exactly that.
+
+    ``dtype``: an explicit network dtype (``MAMMOGEN_DTYPE``) overrides the configuration's; ``auto``/None
+    keeps it.
+    """
+    device = torch.device(device)
+    if setting == "auto":
+        accel = Acceleration.optimised_for(device) if device.type in ("cpu", "cuda") else Acceleration()
+    elif setting == "optimised":
+        accel = Acceleration.optimised_for(device)
+    elif setting == "reference":
+        accel = Acceleration.reference()
+    else:
+        accel = Acceleration.from_label(setting)
+    if accel.compile_mode in CUDA_GRAPH_MODES and device.type != "cuda":
+        accel = accel.with_(compile_mode="default")  # CUDA graphs need CUDA; keep the compile
+    if dtype is not None and dtype != "auto":
+        accel = accel.with_(dtype=parse_dtype(dtype))
+    return accel
+
+
+def accelerate(pipeline: Any, acceleration: Acceleration, device: str | torch.device | None = None) -> Any:
+    """Replace every network of a pipeline (MAMBO's three, dual-view's one; super-resolution and anomaly
+    pipelines through the MAMBO pipeline they hold) by its prepared wrapper, in place; returns the
+    pipeline. The CLI and the worker both call this, so they run the same kernels and give the same pixels."""
+    prepared: dict[int, PreparedUNet] = {}  # one wrapper per network, however many pipelines hold it
+    for holder in (getattr(pipeline, "mambo", None), pipeline):
+        for name in NETWORK_ATTRIBUTES:
+            net = getattr(holder, name, None)
+            if isinstance(net, PreparedUNet):
+                net = net.unet
+            if isinstance(net, nn.Module):
+                if id(net) not in prepared:
+                    prepared[id(net)] = prepare_unet(net, acceleration, device)
+                setattr(holder, name, prepared[id(net)])
+    return pipeline
+
+
+def networks_of(pipeline: Any) -> dict[str, PreparedUNet]:
+    """The prepared networks of a pipeline by attribute name."""
+    return {n: net for n in NETWORK_ATTRIBUTES if isinstance(net := getattr(pipeline, n, None), PreparedUNet)}
+
+
+def warm_up(net: PreparedUNet, size: tuple[int, int], batches: list[int]) -> None:
+    """One forward pass per batch size on ``size`` tiles: compiles (and captures) each static-batch
+    bucket, autotunes cuDNN and creates the CPU kernels, so the first job pays none of it."""
+    cfg = net.config
+    t = torch.tensor(500, dtype=torch.long, device=net.device)  # 0-d, as the samplers pass it: the same graph
+    for batch in batches:
+        net(torch.zeros(batch, cfg.in_channels, *size, device=net.device), t, return_dict=False)
+
+
+def warmup_batches(acceleration: Acceleration, max_batch: int) -> list[int]:
+    """The batch sizes to warm: every power-of-two bucket up to ``max_batch``'s when graphs are compiled
+    for static batches (each bucket is its own graph), else one call (kernel creation)."""
+    if acceleration.compile_mode is None or not acceleration.static_batches:
+        return [1]
+    return [1 << i for i in range(bucket_size(max(1, max_batch)).bit_length())]
+
+
+def cpu_threads(setting: int | None = None) -> int:
+    """Torch threads for one worker process: ``setting`` when given (> 0), else all usable cores but
+    one, at least one. The spare core serves the API, Redis and the heartbeat; with every core in the
+    OpenMP team, a descheduled thread makes the others spin-wait (docs/PERFORMANCE.md: 79 s with 2
+    threads against 2.0 s with 1 on the loaded 2-core machine)."""
+    if setting:
+        return int(setting)
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)

@@ -139,6 +139,8 @@ def service_env(settings: Settings) -> dict[str, str]:
         MAMMOGEN_HEARTBEAT_S=str(settings.heartbeat_s),
         MAMMOGEN_DEVICE="cpu",
         MAMMOGEN_JOB_RETRIES=str(settings.job_retries),
+        MAMMOGEN_ACCELERATION=settings.acceleration,
+        MAMMOGEN_WARMUP_MAX_BATCH=str(settings.warmup_max_batch),
         OMP_NUM_THREADS="1",
         PYTHONPATH=str(ROOT),
     )

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 
-from models.acceleration import Acceleration, PreparedUNet, bf16_is_fast, bucket_size, prepare_unet, set_attention
+from models.acceleration import (
+    Acceleration,
+    PreparedUNet,
+    accelerate,
+    bf16_is_fast,
+    bucket_size,
+    cpu_threads,
+    networks_of,
+    prepare_unet,
+    resolve_acceleration,
+    set_attention,
+    warm_up,
+    warmup_batches,
+)
 from models.errors import BadInputError
 from models.unet import build_unet
 
@@ -111,3 +126,77 @@ def test_compiled_unet_matches_eager_with_static_batches():
     eager = prepare_unet(_tiny(), Acceleration())(x, t).sample
     compiled = prepare_unet(_tiny(), Acceleration(compile_mode="default", static_batches=True))
     torch.testing.assert_close(compiled(x, t).sample, eager, rtol=0, atol=FP32_TOL)
+
+
+# -- the served path's settings (MAMMOGEN_ACCELERATION, --acceleration) ---------------------------------
+@pytest.mark.parametrize(
+    "accel",
+    [
+        Acceleration.reference(),
+        Acceleration(),
+        Acceleration(dtype=torch.bfloat16, channels_last=True),
+        Acceleration(dtype=torch.bfloat16, channels_last=True, compile_mode="reduce-overhead", static_batches=True),
+    ],
+)
+def test_a_label_names_its_configuration(accel):
+    back = Acceleration.from_label(accel.label)
+    assert back.with_(cudnn_benchmark=accel.cudnn_benchmark) == accel
+
+
+@pytest.mark.parametrize("bad", ["", "bfloat16+turbo", "int8+sdpa"])
+def test_an_unknown_label_is_bad_input(bad):
+    with pytest.raises(BadInputError):
+        Acceleration.from_label(bad)
+
+
+def test_settings_resolve_to_the_measured_fastest_reference_or_an_explicit_label():
+    assert resolve_acceleration("auto", "cpu") == Acceleration.optimised_for("cpu")  # eager: no compile on CPU
+    assert resolve_acceleration("optimised", "cpu") == Acceleration.optimised_for("cpu")
+    assert resolve_acceleration("reference", "cpu") == Acceleration.reference()
+    assert resolve_acceleration("float32+channels_last+sdpa", "cpu").label == "float32+channels_last+sdpa"
+    # an explicit dtype (MAMMOGEN_DTYPE) wins over the configuration's; auto keeps it
+    assert resolve_acceleration("auto", "cpu", "float32").dtype == torch.float32
+    assert resolve_acceleration("reference", "cpu", "auto") == Acceleration.reference()
+    # CUDA graphs need CUDA: a CPU worker keeps the compile without them
+    assert resolve_acceleration("float32+compile=reduce-overhead+sdpa", "cpu").compile_mode == "default"
+
+
+def test_accelerate_prepares_each_network_once_however_many_pipelines_hold_it():
+    from models.anomaly import AnomalyPipeline
+    from models.mambo import MamboPipeline, random_mambo_networks
+    from models.superres import SuperResolutionPipeline
+
+    nets = random_mambo_networks("tiny", 32)
+    mambo = MamboPipeline(nets["global"], nets["local"], nets["patch"])
+    anomaly = AnomalyPipeline(mambo)
+    accel = Acceleration(dtype=torch.bfloat16, channels_last=True)
+    accelerate(anomaly, accel)
+    prepared = networks_of(mambo)
+    assert set(prepared) == {"global_unet", "local_unet", "patch_unet"}
+    assert all(n.acceleration == accel for n in prepared.values())
+    assert anomaly.global_unet is mambo.global_unet and anomaly.patch_unet is mambo.patch_unet
+    again = networks_of(accelerate(SuperResolutionPipeline(mambo), Acceleration()))  # re-prepared, not re-wrapped
+    assert all(n.unet is prepared[k].unet and n.dtype == torch.float32 for k, n in again.items())
+
+
+@pytest.mark.parametrize(
+    ("accel", "max_batch", "batches"),
+    [
+        (Acceleration(), 16, [1]),  # eager: one call creates the kernels
+        (Acceleration(compile_mode="default", static_batches=True), 16, [1, 2, 4, 8, 16]),
+        (Acceleration(compile_mode="default", static_batches=True), 12, [1, 2, 4, 8, 16]),  # 12 pads to 16
+    ],
+)
+def test_warm_up_covers_every_batch_bucket_a_compiled_network_can_see(accel, max_batch, batches):
+    assert warmup_batches(accel, max_batch) == batches
+    net = prepare_unet(_tiny(), accel.with_(compile_mode=None))
+    seen: list[int] = []
+    net.unet.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    warm_up(net, (32, 32), batches)
+    assert seen == batches
+
+
+def test_a_worker_leaves_one_core_to_the_rest_of_the_service():
+    cores = len(os.sched_getaffinity(0))
+    assert cpu_threads() == max(1, cores - 1)
+    assert cpu_threads(3) == 3

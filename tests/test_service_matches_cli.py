@@ -33,7 +33,7 @@ def service(tmp_path, redis_conn, mambo_bundle):
     queue = Queue(name, connection=redis_conn, serializer=SERIALIZER)
 
     def run_queue() -> None:
-        runtime = WorkerRuntime(store, {"mambo": mambo_bundle}, device="cpu", dtype="float32")
+        runtime = WorkerRuntime(store, {"mambo": mambo_bundle}, device="cpu")  # the settings' defaults, as the CLI
         assert MammogenWorker([queue], connection=redis_conn, runtime=runtime, heartbeat_s=1).work(burst=True)
 
     try:

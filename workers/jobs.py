@@ -66,8 +66,10 @@ def _bundle_spacing(bundle: Any) -> float | None:
 def _finish(
     rq_job: Any, rt: WorkerRuntime, job: Any, files: list[ResultFile], summary: dict[str, Any], t0: float
 ) -> dict[str, Any]:
-    """The manifest; first the DICOM results are handed to the PACS outbox (sent by the worker's
-    delivery thread, so a slow or absent PACS never holds this job or fails it)."""
+    """The manifest, with the acceleration the networks ran in; first the DICOM results are handed to
+    the PACS outbox (sent by the worker's delivery thread, so a slow or absent PACS never holds this
+    job or fails it)."""
+    summary = {**summary, "acceleration": rt.acceleration_info()}
     if job.deliver:
         from workers.delivery import schedule_results
 

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from app.cli.common import add_sampling_arguments, sampling_options
+from app.cli.common import add_acceleration_arguments, add_sampling_arguments, sampling_options
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         stitching=False,
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: settings, else auto)")
+    add_acceleration_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

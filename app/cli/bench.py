@@ -1,4 +1,5 @@
-"""``mammogen bench``: U-Net throughput, full-image generation against the reference, stitching counts.
+"""``mammogen bench``: U-Net throughput, full-image generation against the reference, stitching counts,
+and the served path (``bench service``: the same job through the queue per acceleration setting).
 
 Every measurement is one JSON line on stdout (and appended to ``--out`` if given), so runs on
 different machines can be collected into docs/PERFORMANCE.md without parsing prose.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--no-reference", action="store_true", help="skip the interleaved fp32 reference")
     p.add_argument("--no-peak", action="store_true", help="do not measure the CPU peak (saves a few seconds)")
     p.add_argument("--ablation", action="store_true", help="each speed-up alone, then all together, in one run")
+    p.add_argument(
+        "--configs",
+        default=None,
+        metavar="LABELS",
+        help="comma list of configurations by label (e.g. float32+sdpa,bfloat16+channels_last+sdpa), in one run",
+    )
     _add_acceleration(p)
     _add_common(p)
 
@@ -102,6 +110,84 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--save-dir", type=Path, default=None, help="write the images (16-bit PNG) and their diff")
     _add_acceleration(p)
     _add_common(p)
+
+    p = sub.add_parser("service", help="the same job through the queue to one worker process per acceleration")
+    p.add_argument("--model", default="mambo", choices=("mambo", "dualview"))
+    p.add_argument("--bundle", type=Path, default=None, help="the model's bundle (default: the configured one)")
+    p.add_argument("--height", type=int, default=1024, help="MAMBO height (README example: 1024)")
+    p.add_argument("--width", type=int, default=768, help="MAMBO width (README example: 768)")
+    p.add_argument("--count", type=int, default=1, help="images of the job (denoised in lock-step)")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--sampler", default="ddim", choices=("ddpm", "ddim", "dpmsolver"))
+    p.add_argument("--stitching", default="wavefront", choices=("raster", "wavefront", "fused"))
+    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--settings",
+        default=None,
+        help="comma list of MAMMOGEN_ACCELERATION values, each optionally @THREADS; the first is the baseline "
+        "(default: the pre-issue-15 served path float32+sdpa@<all cores>, then reference, then auto)",
+    )
+    p.add_argument("--repeats", type=int, default=1, help="rounds of one job per setting (medians reported)")
+    p.add_argument("--device", default="cpu", help="the workers' device (MAMMOGEN_DEVICE)")
+    p.add_argument("--redis-url", default=None, help="Redis (default: MAMMOGEN_REDIS_URL, else local, else embedded)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds for start-up and every job together")
+    p.add_argument("--work-dir", type=Path, default=None, help="result store and worker logs (default: a temp dir)")
+    p.add_argument("--out", type=Path, default=None, help="also append the JSON lines to this file")
+
+
+def _service(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Start one worker per setting against one Redis (embedded if none answers) and time the same job."""
+    import os
+
+    from app.cli.serve import EmbeddedRedis, redis_reachable
+    from app.settings import get_settings
+    from models.options import SamplingOptions
+    from models.requests import GenerationRequest
+    from workers.bench_service import BEFORE, ServiceSetting, bench_service
+    from workers.job_requests import GenerateJob
+    from workers.queueing import DEFAULT_REDIS_URL, connect
+
+    settings = get_settings()
+    options = SamplingOptions(
+        sampler=args.sampler,
+        steps=args.steps,
+        stitching=args.stitching,
+        max_batch=args.max_batch,
+        seeds=tuple(range(args.seed, args.seed + args.count)),
+    )
+    size = {"height": args.height, "width": args.width} if args.model == "mambo" else {}
+    job = GenerateJob(GenerationRequest(args.model, options=options, **size), ("npy",))
+    names = args.settings or f"{BEFORE},reference,auto"
+    service_settings = [ServiceSetting.parse(s) for s in names.split(",") if s.strip()]
+    url = args.redis_url or settings.redis_url or DEFAULT_REDIS_URL
+    embedded = None
+    if not redis_reachable(url):
+        embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="mammogen-bench-redis-")))
+        url = embedded.url
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAMMOGEN_")}
+    env.update(MAMMOGEN_REDIS_URL=url, MAMMOGEN_DEVICE=args.device, PYTHONPATH=str(root))
+    bundle = args.bundle or settings.bundle_path(args.model)
+    env[f"MAMMOGEN_{args.model.upper()}_BUNDLE"] = str(Path(bundle).resolve())
+    command = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(['worker', *sys.argv[1:]]))"]
+    try:
+        rows = list(
+            bench_service(
+                connect(url),
+                env,
+                command,
+                job,
+                service_settings,
+                repeats=args.repeats,
+                timeout_s=args.timeout,
+                work_dir=args.work_dir,
+            )
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return rows
 
 
 def _device(args: argparse.Namespace) -> Any:
@@ -154,6 +240,15 @@ def ablation(full: Any) -> dict[str, Any]:
     return out
 
 
+def _configs(args: argparse.Namespace, accel: Any) -> Any:
+    """``bench unet``'s candidates: --configs by label, the --ablation of ``accel``, or ``accel`` alone."""
+    from models.acceleration import Acceleration
+
+    if args.configs:
+        return {label: Acceleration.from_label(label) for label in args.configs.split(",") if label.strip()}
+    return ablation(accel) if args.ablation else accel
+
+
 def _emit(row: dict[str, Any], out: Path | None) -> None:
     line = json.dumps(row, default=str)
     print(line, flush=True)
@@ -177,6 +272,10 @@ def run(args: argparse.Namespace) -> int:
             overlap=args.overlap,
         )
         for row in rows:
+            _emit(row, args.out)
+        return 0
+    if args.bench == "service":
+        for row in _service(args):
             _emit(row, args.out)
         return 0
     device = _device(args)
@@ -209,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
         rows = bench_unet(
             args.preset,
             args.batch_sizes,
-            ablation(accel) if args.ablation else accel,
+            _configs(args, accel),
             size=args.size,
             device=device,
             in_channels=args.in_channels,

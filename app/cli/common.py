@@ -57,6 +57,41 @@ def sampling_options(args: argparse.Namespace, seeds: tuple[int, ...]) -> Any:
     )
 
 
+def add_acceleration_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--acceleration`` and ``--dtype``: how the networks run; the defaults are the worker's settings
+    (``MAMMOGEN_ACCELERATION``, ``MAMMOGEN_DTYPE``), so the CLI makes the service's pixels."""
+    parser.add_argument(
+        "--acceleration",
+        default=None,
+        help="auto, optimised, reference or a label such as bfloat16+channels_last+sdpa "
+        "(default: MAMMOGEN_ACCELERATION, auto)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="network weights and activations; overrides the acceleration's (default: MAMMOGEN_DTYPE, auto)",
+    )
+
+
+def load_accelerated(pipeline: Any, bundle: Any, args: argparse.Namespace, **kwargs: Any) -> tuple[Any, Any]:
+    """``pipeline.from_bundle`` on the requested device, its networks prepared as the worker prepares
+    them (`models.acceleration.accelerate`). Returns (pipeline, Acceleration)."""
+    from app.settings import get_settings
+    from models.acceleration import accelerate, resolve_acceleration
+    from models.devices import resolve_device
+
+    settings = get_settings()
+    device = resolve_device(getattr(args, "device", None) or settings.device)
+    accel = resolve_acceleration(
+        getattr(args, "acceleration", None) or settings.acceleration,
+        device,
+        getattr(args, "dtype", None) or settings.dtype,
+    )
+    pipe = pipeline.from_bundle(bundle, device=device, dtype=accel.dtype, **kwargs)
+    return accelerate(pipe, accel, device), accel
+
+
 def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, type: Callable[[str], Any]) -> None:
     """Keep an old flag working (hidden from --help) with a warning naming its replacement."""
     dest = new.lstrip("-").replace("-", "_")

@@ -15,7 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.cli.common import add_deprecated_alias, add_sampling_arguments, sampling_options
+from app.cli.common import (
+    add_acceleration_arguments,
+    add_deprecated_alias,
+    add_sampling_arguments,
+    load_accelerated,
+    sampling_options,
+)
 
 FORMATS = ("png", "dicom", "rgb")
 
@@ -40,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add_deprecated_alias(parser, "--batch-size", "--max-batch", int)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: settings, else auto)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    add_acceleration_arguments(parser)
     parser.add_argument(
         "--format", default="png,dicom", help=f"comma list of {', '.join(FORMATS)} (rgb: 8-bit raw RGB preview)"
     )
@@ -48,7 +54,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from app.settings import get_settings
-    from models.devices import parse_dtype, resolve_device
     from models.dualview import DualViewPipeline
     from models.errors import BadInputError, BundleNotFoundError
     from models.options import request_seeds
@@ -63,15 +68,15 @@ def run(args: argparse.Namespace) -> int:
             f"no dual-view bundle at {bundle}; make one with `mammogen bundle create --kind dualview --preset tiny "
             "--random --out DIR` or `mammogen train dualview ...`, and pass --bundle DIR"
         )
-    device = resolve_device(args.device or settings.device)
     options = sampling_options(args, request_seeds(args.seed, args.count))
-    pipe = DualViewPipeline.from_bundle(bundle, device=device, dtype=parse_dtype(args.dtype))
+    pipe, accel = load_accelerated(DualViewPipeline, bundle, args)
     lats = ["R" if i % 2 == 0 else "L" for i in range(args.count)] if args.laterality == "both" else args.laterality
     result = pipe(options, laterality=lats)
     pairs = write_pairs(args.out, result, pipe, formats)
     summary = {
         "bundle": str(bundle),
         "model": {"name": pipe.name, "version": pipe.version},
+        "acceleration": accel.label,
         "out": str(args.out),
         "count": args.count,
         "seed": args.seed,

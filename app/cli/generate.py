@@ -13,7 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.cli.common import add_sampling_arguments, progress_printer, sampling_options
+from app.cli.common import (
+    add_acceleration_arguments,
+    add_sampling_arguments,
+    load_accelerated,
+    progress_printer,
+    sampling_options,
+)
 
 FORMATS = ("png", "npy")
 
@@ -42,7 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chest-wall", default="left", choices=("left", "right"))
     parser.add_argument("--no-skip-background", action="store_true", help="denoise tiles outside the breast too")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: settings, else auto)")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 network weights")
+    add_acceleration_arguments(parser)
     parser.add_argument("--format", type=_formats, default=("png",), help="comma list of png,npy")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
@@ -50,7 +56,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.settings import get_settings
     from models.bundle import load_bundle
-    from models.devices import parse_dtype, resolve_device
     from models.errors import BadInputError
     from models.imaging.files import write_npy, write_png16
     from models.mambo import MamboPipeline
@@ -70,12 +75,7 @@ def run(args: argparse.Namespace) -> int:
     bundle_path = args.bundle or settings.bundle_path("mambo")
     t0 = time.perf_counter()
     bundle = load_bundle(bundle_path)  # verified: BundleNotFoundError says how to make one
-    pipe = MamboPipeline.from_bundle(
-        bundle,
-        device=resolve_device(args.device or settings.device),
-        dtype=parse_dtype(args.dtype),
-        max_side=settings.max_image_side,
-    )
+    pipe, accel = load_accelerated(MamboPipeline, bundle, args, max_side=settings.max_image_side)
     load_s = time.perf_counter() - t0
     out: Path = args.out
     images: list[dict[str, Any]] = []
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         "height": int(results[0].image.shape[0]),
         "width": int(results[0].image.shape[1]),
         "device": str(pipe.device),
-        "dtype": args.dtype,
+        "acceleration": accel.label,
         "load_seconds": round(load_s, 3),
         "seconds": round(time.perf_counter() - t0, 3),
         "model_evaluations": sum(r["model_evaluations"] for r in runs),

@@ -14,7 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.cli.common import add_sampling_arguments, progress_printer, sampling_options
+from app.cli.common import (
+    add_acceleration_arguments,
+    add_sampling_arguments,
+    load_accelerated,
+    progress_printer,
+    sampling_options,
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "auto: mid when the scale is at most 1.5 k",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: settings, else auto)")
+    add_acceleration_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,13 +96,12 @@ def run_on_input(args: argparse.Namespace, pipeline: Any, config: Any, label: st
     """Read INPUT (the settings' size bounds), load ``pipeline`` from the MAMBO bundle, run ``config``
     with progress on stderr; makes --out. Returns (pipe, bundle path, image, info, result)."""
     from app.settings import get_settings
-    from models.devices import resolve_device
     from models.imaging.readers import read_image
 
     settings = get_settings()
     image, info = read_image(args.input, max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
     bundle_path = require_bundle(args.bundle or settings.bundle_path("mambo"))
-    pipe = pipeline.from_bundle(bundle_path, device=resolve_device(args.device or settings.device))
+    pipe, _ = load_accelerated(pipeline, bundle_path, args)
     result = pipe(image, config, info=info, callback=progress_printer(label))
     args.out.mkdir(parents=True, exist_ok=True)
     return pipe, bundle_path, image, info, result
