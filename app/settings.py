@@ -6,6 +6,7 @@ Only `app` reads settings; it passes what workers and models need down as plain 
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -151,6 +152,19 @@ class Settings(BaseSettings):
             backoff_s=self.delivery_backoff_s,
             backoff_max_s=max(self.delivery_backoff_max_s, self.delivery_backoff_s),
         )
+
+    def worker_threads(self, workers_on_host: int = 1) -> int:
+        """Torch CPU threads of one worker: ``torch_threads`` when set, else the usable cores but one,
+        shared by the host's workers, at least one. The spare core serves the API, Redis and the
+        heartbeat; an OpenMP team holding every core spin-waits whenever one of its threads is
+        descheduled (docs/PERFORMANCE.md: 79 s with 2 threads against 2.0 s with 1 on 2 loaded cores)."""
+        if self.torch_threads:
+            return self.torch_threads
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        return max(1, (cores - 1) // max(1, workers_on_host))
 
     def bundle_path(self, kind: Literal["mambo", "dualview"]) -> Path:
         """The configured bundle for a model family, falling back to the shipped demo bundle."""

@@ -54,9 +54,9 @@ def legs(out: Path, tiny: bool) -> list[tuple[str, list[str], float]]:
     return [
         ("unet eager", [*unet, "--configs", BF16], 90),
         ("bundle", ["bundle", "create", "--preset", preset, "--random", "--out", bundle, "--overwrite"], 60),
-        ("3840 wavefront vs reference", [*generate, "--stitching", "wavefront", "--warmup", "--reference"], 240),
-        ("3840 fused", [*generate, "--stitching", "fused", "--warmup"], 90),
-        ("3840 through a worker", [*service, "--settings", BF16, "--timeout", "400", "--out", results], 150),
+        ("image wavefront vs reference", [*generate, "--stitching", "wavefront", "--warmup", "--reference"], 240),
+        ("image fused", [*generate, "--stitching", "fused", "--warmup"], 90),
+        ("image through a worker", [*service, "--settings", BF16, "--timeout", "400", "--out", results], 150),
         ("unet compiled", [*unet, "--configs", BF16_COMPILED], 240),
     ]
 

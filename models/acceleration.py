@@ -323,8 +323,11 @@ def warm_up(net: PreparedUNet, size: tuple[int, int], batches: list[int]) -> Non
     bucket, autotunes cuDNN and creates the CPU kernels, so the first job pays none of it."""
     cfg = net.config
     t = torch.tensor(500, dtype=torch.long, device=net.device)  # 0-d, as the samplers pass it: the same graph
+    # CUDA graph trees run a new graph once eagerly and record it on the next call: two calls per bucket
+    calls = 2 if net.acceleration.compile_mode in CUDA_GRAPH_MODES and net.device.type == "cuda" else 1
     for batch in batches:
-        net(torch.zeros(batch, cfg.in_channels, *size, device=net.device), t, return_dict=False)
+        for _ in range(calls):
+            net(torch.zeros(batch, cfg.in_channels, *size, device=net.device), t, return_dict=False)
 
 
 def warmup_batches(acceleration: Acceleration, max_batch: int) -> list[int]:
@@ -333,19 +336,3 @@ def warmup_batches(acceleration: Acceleration, max_batch: int) -> list[int]:
     if acceleration.compile_mode is None or not acceleration.static_batches:
         return [1]
     return [1 << i for i in range(bucket_size(max(1, max_batch)).bit_length())]
-
-
-def cpu_threads(setting: int | None = None) -> int:
-    """Torch threads for one worker process: ``setting`` when given (> 0), else all usable cores but
-    one, at least one. The spare core serves the API, Redis and the heartbeat; with every core in the
-    OpenMP team, a descheduled thread makes the others spin-wait (docs/PERFORMANCE.md: 79 s with 2
-    threads against 2.0 s with 1 on the loaded 2-core machine)."""
-    if setting:
-        return int(setting)
-    import os
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)

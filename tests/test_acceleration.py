@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
@@ -14,7 +12,6 @@ from models.acceleration import (
     accelerate,
     bf16_is_fast,
     bucket_size,
-    cpu_threads,
     networks_of,
     prepare_unet,
     resolve_acceleration,
@@ -194,9 +191,3 @@ def test_warm_up_covers_every_batch_bucket_a_compiled_network_can_see(accel, max
     net.unet.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
     warm_up(net, (32, 32), batches)
     assert seen == batches
-
-
-def test_a_worker_leaves_one_core_to_the_rest_of_the_service():
-    cores = len(os.sched_getaffinity(0))
-    assert cpu_threads() == max(1, cores - 1)
-    assert cpu_threads(3) == 3

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,21 @@ def test_bad_settings_are_refused_with_the_field_named(monkeypatch, key, value):
     with pytest.raises(ValidationError) as err:
         Settings(_env_file=None)
     assert key.removeprefix("MAMMOGEN_").lower() in str(err.value)
+
+
+def test_a_worker_leaves_one_core_to_the_rest_of_the_service_and_shares_the_others():
+    cores = len(os.sched_getaffinity(0))
+    assert Settings(torch_threads=0).worker_threads() == max(1, cores - 1)
+    assert Settings(torch_threads=0).worker_threads(workers_on_host=cores) == 1
+    assert Settings(torch_threads=3).worker_threads(workers_on_host=8) == 3
+
+
+@pytest.mark.parametrize("value", ["auto", "reference", "optimised", "bfloat16+channels_last+sdpa", "float32+sdpa"])
+def test_acceleration_settings_are_names_or_labels(value):
+    assert Settings(acceleration=value).acceleration == value
+
+
+@pytest.mark.parametrize("value", ["fast", "bfloat16 + sdpa", "int8+sdpa"])
+def test_unknown_acceleration_settings_are_refused_at_start_up(value):
+    with pytest.raises(ValidationError):
+        Settings(acceleration=value)

@@ -9,7 +9,8 @@ import pytest
 import torch
 from rq import Queue
 
-from models.acceleration import PreparedUNet, cpu_threads, networks_of, resolve_acceleration
+from app.settings import Settings
+from models.acceleration import PreparedUNet, networks_of, resolve_acceleration
 from models.options import SamplingOptions
 from models.requests import GenerationRequest
 from tests.service_support import WorkerProcess, purge_queue, settings_for, unique_queue, wait_for
@@ -92,7 +93,7 @@ def test_the_worker_reports_ready_only_after_its_networks_are_warmed(redis_conn,
         accel = json.loads(first)["acceleration"]
         assert accel["setting"] == "auto" and accel["label"] == resolve_acceleration("auto", "cpu").label
         assert accel["warmed"]["mambo"]["size"] == [32, 32] and accel["warmed"]["mambo"]["batches"] == [1]
-        assert accel["threads"] == cpu_threads()  # the worker's own rule (cores - 1), not OMP_NUM_THREADS
+        assert accel["threads"] == Settings(torch_threads=0).worker_threads()  # cores - 1, not OMP_NUM_THREADS
     finally:
         worker.stop()
         purge_queue(redis_conn, name)

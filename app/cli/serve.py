@@ -143,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
             value = getattr(settings, field)
             if value is not None:
                 env[f"MAMMOGEN_{field.upper()}"] = str(value)
+        env["MAMMOGEN_TORCH_THREADS"] = str(settings.worker_threads(args.workers))  # N workers share the cores
         supervisor = WorkerSupervisor(args.workers, env)
         supervisor.start()
     # uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown; with these handlers installed

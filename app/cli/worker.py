@@ -23,7 +23,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from models.acceleration import cpu_threads
     from workers.queueing import DEFAULT_REDIS_URL, connect, make_queue, wait_for_redis
     from workers.runtime import WorkerRuntime
     from workers.store import ResultStore
@@ -31,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
-    torch.set_num_threads(cpu_threads(settings.torch_threads))  # one OpenMP team that cannot thrash itself
+    torch.set_num_threads(settings.worker_threads())  # one OpenMP team that cannot thrash itself
     connection = connect(args.redis_url or settings.redis_url or DEFAULT_REDIS_URL)
     wait_for_redis(connection, logging.getLogger("mammogen.worker"), "; the worker starts once it answers")
     runtime = WorkerRuntime(
