@@ -138,6 +138,7 @@ def test_generate_mambo_end_to_end_with_dicom(service, tmp_path):
     assert dciodvfy_bytes(files["image00.dcm"], tmp_path) == []
     stats = info["summary"]["stats"]  # one lock-step run for all the seeds
     assert stats["stitching"] == "wavefront" and stats["model_evaluations"] > 0
+    assert info["summary"]["acceleration"]["setting"] == "auto"  # what the networks ran in, over HTTP too
 
 
 def _phantom_dicom(tmp: Path) -> bytes:
