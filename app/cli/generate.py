@@ -42,8 +42,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--images-per-batch",
         type=int,
-        default=1,
-        help="images denoised in lock-step (their tiles share network calls; same images as one at a time)",
+        default=None,
+        help="images denoised in lock-step (their tiles share network calls); default: all of them, as the "
+        "service's job does (a smaller group bounds memory)",
     )
     parser.add_argument("--chest-wall", default="left", choices=("left", "right"))
     parser.add_argument("--no-skip-background", action="store_true", help="denoise tiles outside the breast too")
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from models.options import request_seeds
     from models.requests import GenerationRequest, with_seeds
 
-    if args.images_per_batch < 1:
+    group_size = max(1, args.count) if args.images_per_batch is None else args.images_per_batch
+    if group_size < 1:
         raise BadInputError("--images-per-batch must be >= 1")
     request = GenerationRequest(
         "mambo",
@@ -81,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
     images: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     seeds = request.options.seeds
-    for g in range(0, len(seeds), args.images_per_batch):
-        group = seeds[g : g + args.images_per_batch]  # denoised in lock-step, as the service's job does
+    for g in range(0, len(seeds), group_size):
+        group = seeds[g : g + group_size]  # denoised in lock-step, as the service's job does
         results = pipe.run(with_seeds(request, group), progress_printer(f"generate {g + len(group)}/{args.count}"))
         runs.append(results[0].stats.to_dict())
         for seed, result in zip(group, results, strict=True):
