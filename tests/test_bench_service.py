@@ -36,6 +36,7 @@ def test_each_setting_runs_the_same_job_in_its_own_worker(redis_conn, mambo_bund
     settings = [ServiceSetting("reference", 1), ServiceSetting("auto"), ServiceSetting("reference", 1)]
     rows = list(bench_service(redis_conn, env, WORKER, job, settings, timeout_s=300, work_dir=tmp_path))
     assert [r["setting"] for r in rows] == ["reference@1", "auto", "reference@1"]
+    assert not [k for k in redis_conn.scan_iter(match="*mammogen-bench-*")]  # nothing left in Redis
     assert [r["label"] for r in rows] == [resolve_acceleration(s.acceleration, "cpu").label for s in settings]
     assert rows[0]["speedup_vs_first"] == 1.0 and rows[0]["max_abs_diff"] == 0.0
     assert rows[2]["max_abs_diff"] == 0.0  # the same setting in another process: the same pixels

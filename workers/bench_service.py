@@ -124,6 +124,16 @@ def bench_service(
     finally:
         for w in workers:
             w.stop()
+        _forget_queues(conn, [w.queue_name for w in workers])
+
+
+def _forget_queues(conn: Redis, names: list[str]) -> None:
+    """The bench's queues leave nothing behind: their registries, jobs and names go."""
+    for name in names:
+        queue = make_queue(conn, name)
+        registries = ("finished", "failed", "started", "deferred", "scheduled", "canceled")
+        conn.delete(*(getattr(queue, f"{r}_job_registry").key for r in registries))
+        queue.delete(delete_jobs=True)
 
 
 def _timed_job(conn: Redis, worker: _Worker, job: GenerateJob, store: ResultStore, deadline: float) -> dict[str, Any]:
