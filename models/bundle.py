@@ -287,10 +287,13 @@ def create_random_bundle(
     seed: int = 0,
     name: str | None = None,
     overwrite: bool = False,
+    schedule: dict[str, Any] | None = None,
+    conditioning: str = "paper",
 ) -> Path:
     """A random-weight bundle (manifest says so) for smoke tests, benchmarks and wiring the service.
 
-    Geometry follows the preset's network size s: k = 3, overlap = s / 8 (the paper's 32 at s = 256).
+    Geometry follows the preset's network size s: k = 3, overlap = s / 8 (the paper's 32 at s = 256);
+    ``schedule`` (default: the paper's) and ``conditioning`` let tests cover every recorded variant.
     """
     from models.geometry import MamboGeometry
     from models.intensity import DEFAULT_INTENSITY
@@ -302,11 +305,12 @@ def create_random_bundle(
     s = UNET_PRESETS[preset].sample_size
     torch.manual_seed(seed)
     if kind == "mambo":
-        geo = MamboGeometry(s=s, k=3, overlap=max(1, s // 8))
+        geo = MamboGeometry(s=s, k=3, overlap=max(1, s // 8), conditioning=conditioning)
         native = native_size or (geo.k * s, geo.k * s)
         geo.plan(*native)  # refuse native sizes the pipeline could not make
         geometry: dict[str, Any] = {**geo.to_dict(), "native_size": [int(native[0]), int(native[1])]}
-        networks = {"global": build_unet(preset, 1), "local": build_unet(preset, 3), "patch": build_unet(preset, 3)}
+        ctx = 1 + geo.context_channels
+        networks = {"global": build_unet(preset, 1), "local": build_unet(preset, ctx), "patch": build_unet(preset, ctx)}
     elif kind == "dualview":
         geometry = {"size": s, "chest_wall": "left"}
         networks = {"dualview": build_unet(preset, 3, 3)}
@@ -320,7 +324,7 @@ def create_random_bundle(
         networks=networks,
         geometry=geometry,
         intensity=DEFAULT_INTENSITY,
-        schedule=NOISE_SCHEDULE,
+        schedule={**NOISE_SCHEDULE, **(schedule or {})},
         training={"data": "none: random initial weights", "seed": seed, "preset": preset},
         random_weights=True,
         description=f"Random-weight {preset} {kind} bundle: outputs are noise-like. For tests and benchmarks only.",

@@ -138,17 +138,34 @@ class TileGrid:
         return owner
 
 
+CONDITIONINGS = ("paper", "aligned")
+
+
 @dataclass(frozen=True)
 class MamboGeometry:
-    """s: network input side; k: full/mid scale factor; overlap: pixels shared by neighbouring tiles."""
+    """s: network input side; k: full/mid scale factor; overlap: pixels shared by neighbouring tiles.
+
+    conditioning: the context of stages 2 and 3. ``paper``: [shifted global, global] (stage 2) and
+    [local context, global] (stage 3), as the reference. ``aligned`` puts first the coarser image
+    upsampled onto the tile's own pixels, so context and target line up pixel for pixel: a network
+    trained on the paper's context learns to ignore it (docs/TRAINING.md measures why).
+    """
 
     s: int = 256
     k: int = 3
     overlap: int = 32
+    conditioning: str = "paper"
 
     def __post_init__(self) -> None:
         if self.s <= 0 or self.k < 1 or not 0 <= self.overlap < self.s:
             raise ValueError(f"invalid MAMBO geometry s={self.s} k={self.k} overlap={self.overlap}")
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"unknown conditioning {self.conditioning!r}; choose one of {CONDITIONINGS}")
+
+    @property
+    def context_channels(self) -> int:
+        """Clean context channels of the stage-2 and stage-3 networks (their input is 1 + this)."""
+        return 3 if self.conditioning == "aligned" else 2
 
     def canvas_side(self, height: int, width: int) -> int:
         block = self.k * self.s
@@ -177,7 +194,9 @@ class MamboGeometry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MamboGeometry:
-        return cls(**{k: int(d[k]) for k in ("s", "k", "overlap") if k in d})
+        """Bundles written before ``conditioning`` existed used the paper's context."""
+        sizes = {k: int(d[k]) for k in ("s", "k", "overlap") if k in d}
+        return cls(**sizes, conditioning=d.get("conditioning", "paper"))
 
 
 @dataclass(frozen=True)
@@ -278,14 +297,33 @@ def tile_weights(size: int, overlap: int, kind: Literal["uniform", "feather"] = 
     return ramp[:, None] * ramp[None, :]
 
 
+def upsampled_crop(low: torch.Tensor, box: Box, factor: int) -> torch.Tensor:
+    """(box.h, box.w) window of ``low`` (an image whose pixel (0, 0) covers high-res pixels 0..factor-1)
+    bilinearly upsampled by ``factor``: the aligned context channel.
+
+    Only the low-res window under the box (plus one pixel each side) is resized, so a tile costs its
+    own size and the result equals cropping the whole upsampled image (outside ``low``: background).
+    """
+    ly, lx = box.y // factor - 1, box.x // factor - 1
+    lh, lw = -(-(box.y + box.h) // factor) + 1 - ly, -(-(box.x + box.w) // factor) + 1 - lx
+    window = crop(low, Box(ly, lx, lh, lw))
+    up = F.interpolate(window.reshape(1, 1, lh, lw), scale_factor=factor, mode="bilinear", align_corners=False)
+    oy, ox = box.y - ly * factor, box.x - lx * factor
+    return up[0, 0, oy : oy + box.h, ox : ox + box.w]
+
+
 # ---- stage 2: local context --------------------------------------------------------------------
 
 
 def local_conditioning(global_image: torch.Tensor, mid_box: Box, plan: MamboPlan) -> torch.Tensor:
-    """(2, s, s) stage-2 context for a mid-resolution tile: [shifted global, global]."""
+    """Stage-2 context for a mid-resolution tile: [shifted global, global], after the global image
+    upsampled onto the tile (aligned conditioning)."""
     k = plan.geometry.k
     cy, cx = (mid_box.y + mid_box.h / 2) * k, (mid_box.x + mid_box.w / 2) * k
-    return torch.stack([shifted_global(global_image, cy, cx, plan.canvas), global_image])
+    channels = [shifted_global(global_image, cy, cx, plan.canvas), global_image]
+    if plan.geometry.conditioning == "aligned":
+        channels.insert(0, upsampled_crop(global_image, mid_box, plan.mid_side // plan.geometry.s))
+    return torch.stack(channels)
 
 
 def snap_mid_origin(centre_y: float, centre_x: float, plan: MamboPlan) -> tuple[int, int]:
@@ -325,20 +363,29 @@ def patch_context_box(patch: Box, plan: MamboPlan) -> Box:
 def patch_conditioning(
     mid_canvas: torch.Tensor, global_image: torch.Tensor, patch: Box, plan: MamboPlan
 ) -> torch.Tensor:
-    """(2, s, s) stage-3 context at inference: [local context cropped from the mid image, global]."""
-    return torch.stack([crop(mid_canvas, patch_context_box(patch, plan)), global_image])
+    """Stage-3 context: [local context cropped from the mid image, global], after the mid image
+    upsampled onto the patch (aligned conditioning)."""
+    channels = [crop(mid_canvas, patch_context_box(patch, plan)), global_image]
+    if plan.geometry.conditioning == "aligned":
+        channels.insert(0, upsampled_crop(mid_canvas, patch, plan.geometry.k))
+    return torch.stack(channels)
 
 
 def patch_training_example(
-    full_canvas: torch.Tensor, centre_y: int, centre_x: int, plan: MamboPlan, global_image: torch.Tensor | None = None
+    full_canvas: torch.Tensor,
+    centre_y: int,
+    centre_x: int,
+    plan: MamboPlan,
+    global_image: torch.Tensor | None = None,
+    mid_canvas: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stage-3 training pair for the s x s patch centred at a full-res pixel: (patch (s, s), context (2, s, s)).
+    """Stage-3 training pair for the s x s patch centred at a full-res pixel: (patch (s, s), context).
 
-    The local context is area-resize(crop(full, k*s box)) — built from the full image, not the mid one.
+    The context is :func:`patch_conditioning` of the block-averaged mid image: exactly what inference
+    builds from a mid image that matches the full one (pass ``mid_canvas`` to reuse it).
     """
-    s, k = plan.geometry.s, plan.geometry.k
+    s = plan.geometry.s
     g = area_downsample(full_canvas, plan.global_factor) if global_image is None else global_image
+    mid = area_downsample(full_canvas, plan.geometry.k) if mid_canvas is None else mid_canvas
     patch = Box(centre_y - s // 2, centre_x - s // 2, s, s)
-    ctx = patch_context_box(patch, plan)
-    local = area_downsample(crop(full_canvas, Box(ctx.y * k, ctx.x * k, k * s, k * s)), k)
-    return crop(full_canvas, patch), torch.stack([local, g])
+    return crop(full_canvas, patch), patch_conditioning(mid, g, patch, plan)

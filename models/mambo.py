@@ -111,7 +111,8 @@ class MamboPipeline:
         self.native_size = native_size or (g.k * g.s, g.k * g.s)
         self.max_side = max_side
         self.name, self.version = name, version  # the bundle's, for output metadata
-        for name, unet, cin in (("global", global_unet, 1), ("local", local_unet, 3), ("patch", patch_unet, 3)):
+        ctx = 1 + g.context_channels
+        for name, unet, cin in (("global", global_unet, 1), ("local", local_unet, ctx), ("patch", patch_unet, ctx)):
             if (unet.config.in_channels, unet.config.out_channels) != (cin, 1):
                 raise BundleIntegrityError(
                     f"the {name} network must take {cin} channel(s) and predict 1, "
@@ -381,13 +382,15 @@ def _patch_condition(mid_canvas: torch.Tensor, global_image: torch.Tensor, plan:
     return patch_conditioning(mid_canvas, global_image, box, plan)
 
 
-def random_mambo_networks(preset: str, sample_size: int, seed: int = 0) -> dict[str, UNet2DModel]:
+def random_mambo_networks(
+    preset: str, sample_size: int, seed: int = 0, context_channels: int = 2
+) -> dict[str, UNet2DModel]:
     """Random-weight global/local/patch networks of a preset (smoke tests, benchmarks, demos)."""
     from models.unet import build_unet
 
     torch.manual_seed(seed)
     return {
         "global": build_unet(preset, 1, 1, sample_size),
-        "local": build_unet(preset, 3, 1, sample_size),
-        "patch": build_unet(preset, 3, 1, sample_size),
+        "local": build_unet(preset, 1 + context_channels, 1, sample_size),
+        "patch": build_unet(preset, 1 + context_channels, 1, sample_size),
     }

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -107,14 +107,22 @@ def sample_in_breast(mask: np.ndarray, generator: torch.Generator, tries: int = 
     return int(idx // mask.shape[1]), int(idx % mask.shape[1])
 
 
+class CanvasEntry(NamedTuple):
+    canvas: torch.Tensor  # full resolution, model range
+    global_image: torch.Tensor  # s x s
+    mid_canvas: torch.Tensor  # canvas / k
+    plan: MamboPlan
+    mask: np.ndarray
+
+
 class _CanvasCache:
-    """Per image: its full canvas in model range, its global image and plan. LRU-bounded for big images."""
+    """Per image: its full canvas in model range, its global and mid images and plan. LRU-bounded for big images."""
 
     def __init__(self, images: ImageSet, geometry: MamboGeometry, capacity: int = 16) -> None:
         self.images, self.geometry, self.capacity = images, geometry, capacity
-        self._entries: OrderedDict[int, tuple[torch.Tensor, torch.Tensor, MamboPlan, np.ndarray]] = OrderedDict()
+        self._entries: OrderedDict[int, CanvasEntry] = OrderedDict()
 
-    def get(self, index: int) -> tuple[torch.Tensor, torch.Tensor, MamboPlan, np.ndarray]:
+    def get(self, index: int) -> CanvasEntry:
         if index in self._entries:
             self._entries.move_to_end(index)
             return self._entries[index]
@@ -123,7 +131,13 @@ class _CanvasCache:
         plan = self.geometry.plan(h, w)
         full = torch.from_numpy(np.ascontiguousarray(IntensityMapping.to_model(item.image), dtype=np.float32))
         canvas = to_canvas(full, plan.canvas)
-        entry = (canvas, area_downsample(canvas, plan.global_factor), plan, np.asarray(item.mask, dtype=bool))
+        entry = CanvasEntry(
+            canvas,
+            area_downsample(canvas, plan.global_factor),
+            area_downsample(canvas, self.geometry.k),
+            plan,
+            np.asarray(item.mask, dtype=bool),
+        )
         self._entries[index] = entry
         if len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
@@ -142,19 +156,23 @@ class MamboStageSource:
         if len(images) == 0:
             raise BadInputError("no training images")
         self.images, self.stage, self.geometry = images, stage, geometry
-        self.channels = 1 if stage == "global" else 3
+        self.channels = 1 if stage == "global" else 1 + geometry.context_channels
         self.size = geometry.s
         self._cache = _CanvasCache(images, geometry, cache_images)
 
     def example(self, index: int, centre: tuple[int, int] | None = None) -> torch.Tensor:
         """(channels, s, s) for image ``index`` at full-resolution ``centre`` (ignored by stage 1)."""
-        canvas, global_image, plan, _ = self._cache.get(index)
+        e = self._cache.get(index)
         if self.stage == "global":
-            return global_image[None]
+            return e.global_image[None]
         if centre is None:
             raise ValueError("stages 2 and 3 need a centre")
-        make = local_training_example if self.stage == "local" else patch_training_example
-        target, context = make(canvas, centre[0], centre[1], plan, global_image)
+        if self.stage == "local":
+            target, context = local_training_example(e.canvas, centre[0], centre[1], e.plan, e.global_image)
+        else:
+            target, context = patch_training_example(
+                e.canvas, centre[0], centre[1], e.plan, e.global_image, e.mid_canvas
+            )
         return torch.cat([target[None], context])
 
     def draw(self, generator: torch.Generator) -> tuple[int, tuple[int, int] | None]:
@@ -162,7 +180,7 @@ class MamboStageSource:
         index = _randint(generator, len(self.images))
         if self.stage == "global":
             return index, None
-        return index, sample_in_breast(self._cache.get(index)[3], generator)
+        return index, sample_in_breast(self._cache.get(index).mask, generator)
 
     def batch(self, generator: torch.Generator, batch_size: int) -> torch.Tensor:
         return torch.stack([self.example(*self.draw(generator)) for _ in range(batch_size)])

@@ -3,9 +3,11 @@
 ``mammogen train demo --out models/demo_bundles --seed 0`` makes healthy phantom cases (CC + MLO of
 one breast each), preprocesses them with the same chain as real mammograms (``models.preprocess``:
 paper §9 mask, background 0, chest wall left, the intensity mapping), trains the three MAMBO stages
-and the dual-view model with tiny U-Nets, and exports ``demo-mambo`` and ``demo-dualview`` with fp16
-weights (a few MB each). The service and CLI use these bundles by default, so a fresh checkout
-generates real (if crude) images. Their manifests mark them as trained on synthetic phantoms,
+and the dual-view model on the measured recipe (docs/TRAINING.md: v-prediction, x0 clipped to the
+model range, aligned conditioning, the ``cpu`` U-Net, large batches at a high learning rate with
+warm-up and cosine decay, EMA matched to the run length) and exports ``demo-mambo`` and
+``demo-dualview`` with fp16 weights (a few MB each). The service and CLI use these bundles by
+default, so a fresh checkout generates real images. Their manifests mark them as trained on synthetic phantoms,
 not for research or clinical use.
 """
 
@@ -25,6 +27,7 @@ from models.geometry import MamboGeometry
 from models.imaging.files import atomic_write, write_png8
 from models.imaging.readers import ImageInfo
 from models.preprocess import DEFAULT_PREPROCESS, PreprocessConfig, preprocess_image
+from models.schedulers import RECIPE_SCHEDULE
 from training.datasets import InMemoryImages, MammoImage
 from training.export import export_bundle
 from training.loop import TrainConfig, train_stage
@@ -43,18 +46,26 @@ NETWORK_OF = {"stage1": "global", "stage2": "local", "stage3": "patch", "dualvie
 class DemoPlan:
     """Everything the demo command does, so one seed and one plan reproduce the bundles."""
 
-    cases: int = 48  # phantom breasts (each gives a CC and an MLO view)
+    cases: int = 256  # phantom breasts (each gives a CC and an MLO view); procedural, so cheap to widen
     size: tuple[int, int] = (768, 576)  # native H x W: canvas 768, mid 256, global 64
-    geometry: MamboGeometry = field(default_factory=lambda: MamboGeometry(s=64, k=3, overlap=8))
+    geometry: MamboGeometry = field(default_factory=lambda: MamboGeometry(s=64, k=3, overlap=8, conditioning="aligned"))
     dualview_size: int = 64
-    preset: str = "tiny"
-    steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 1000))
-    batch_size: int = 8
-    lr: float = 5e-4
-    warmup_steps: int = 50
-    ema_decay: float = 0.995
-    checkpoint_every: int = 200
-    version: str = "1.0.0"
+    preset: str = "cpu"
+    steps: dict[str, int] = field(
+        default_factory=lambda: {"stage1": 1000, "stage2": 1000, "stage3": 1200, "dualview": 1000}
+    )
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    lr_schedule: str = "cosine"
+    ema_half_life: float = 0.1  # of the run: the EMA forgets the early, noisy weights whatever the length
+    min_snr_gamma: float = 0.0
+    schedule: dict[str, Any] = field(default_factory=lambda: dict(RECIPE_SCHEDULE))
+    checkpoint_every: int = 100
+    version: str = "2.0.0"
+
+    def ema_decay(self, stage: str) -> float:
+        return float(0.5 ** (1.0 / max(1.0, self.ema_half_life * self.steps[stage])))
 
     def config(self, stage: str, seed: int) -> TrainConfig:
         return TrainConfig(
@@ -63,14 +74,15 @@ class DemoPlan:
             lr=self.lr,
             optimizer="adamw",
             warmup_steps=min(self.warmup_steps, max(self.steps[stage] // 5, 1)),
-            lr_schedule="constant",  # so `--resume --steps N` extends a run exactly as a longer one
+            lr_schedule=self.lr_schedule,  # type: ignore[arg-type]
             grad_clip=1.0,
-            ema_decay=self.ema_decay,
+            ema_decay=self.ema_decay(stage),
             checkpoint_every=self.checkpoint_every,
             sample_every=0,
             log_every=10,
             seed=seed,
             mixed_precision="auto",
+            min_snr_gamma=self.min_snr_gamma,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,24 +92,53 @@ class DemoPlan:
 
 
 #: A few minutes on 2 CPU cores: proves the whole path and gives the service defaults to load.
-QUICK_PLAN = DemoPlan(cases=8, steps=dict.fromkeys(STAGES, 30), warmup_steps=5, ema_decay=0.9, version="0.1.0")
+QUICK_PLAN = DemoPlan(cases=8, steps=dict.fromkeys(STAGES, 30), warmup_steps=5, version="0.1.0")
+
+#: One GPU (H100/H200, bf16): the same recipe with the paper-sized batch budget the CPU cannot afford.
+GPU_PLAN = DemoPlan(
+    cases=512,
+    steps={"stage1": 4000, "stage2": 4000, "stage3": 5000, "dualview": 4000},
+    batch_size=64,
+    lr=1e-3,
+    warmup_steps=200,
+    checkpoint_every=500,
+    version="2.0.0+gpu",
+)
+
+PLANS = {"cpu": DemoPlan(), "gpu": GPU_PLAN, "quick": QUICK_PLAN}
+
+
+def _phantom_case_views(args: tuple[int, tuple[int, int], PreprocessConfig]) -> list[MammoImage]:
+    case_seed, size, config = args
+    case = make_phantom_case(case_seed, size, lesions=False)
+    items = []
+    for view in case.views:
+        h, w = view.image.shape
+        info = ImageInfo("png", h, w, laterality=view.laterality, view=view.view, patient_id=case.case_id)
+        pre = preprocess_image(view.image, info, config)
+        items.append(MammoImage(pre.image, pre.mask, {**pre.meta(), "study_uid": case.case_id}))
+    return items
 
 
 def phantom_images(
-    count: int, seed: int, size: tuple[int, int], config: PreprocessConfig = DEFAULT_PREPROCESS
+    count: int,
+    seed: int,
+    size: tuple[int, int],
+    config: PreprocessConfig = DEFAULT_PREPROCESS,
+    processes: int = 1,
 ) -> InMemoryImages:
     """Healthy phantom cases ``seed .. seed+count-1``, both views, preprocessed like real data.
 
     The description carries ``config``: training records it in run.json and the bundle manifest,
-    and serving prepares real inputs with it."""
-    items = []
-    for i in range(count):
-        case = make_phantom_case(seed + i, size, lesions=False)
-        for view in case.views:
-            h, w = view.image.shape
-            info = ImageInfo("png", h, w, laterality=view.laterality, view=view.view, patient_id=case.case_id)
-            pre = preprocess_image(view.image, info, config)
-            items.append(MammoImage(pre.image, pre.mask, {**pre.meta(), "study_uid": case.case_id}))
+    and serving prepares real inputs with it. ``processes`` > 1 makes the cases in parallel (the
+    same cases: each depends only on its seed)."""
+    work = [(seed + i, size, config) for i in range(count)]
+    if processes > 1:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            per_case = pool.map(_phantom_case_views, work, chunksize=max(1, count // (4 * processes)))
+    else:
+        per_case = [_phantom_case_views(w) for w in work]
+    items = [item for views in per_case for item in views]
     description = {
         "kind": "procedural phantoms (training/phantoms.py), healthy, no lesions",
         "cases": count,
@@ -129,7 +170,7 @@ def run_demo(
     out_dir = Path(out_dir)
     work = Path(work_dir) if work_dir is not None else out_dir.parent / ".demo-runs"
     t0 = time.monotonic()
-    images = phantom_images(plan.cases, seed, plan.size)
+    images = phantom_images(plan.cases, seed, plan.size, processes=max(1, jobs))
     timings: dict[str, Any] = {"phantoms_s": round(time.monotonic() - t0, 1)}
     global _SHARED
     _SHARED = (images, plan, work, seed, resume, progress, torch.get_num_threads())
@@ -143,7 +184,7 @@ def run_demo(
     timings.update({f"{stage}_s": seconds for stage, _, seconds in outcomes})
     timings["jobs"] = jobs
 
-    extra = {"demo": {"seed": seed, "plan": plan.to_dict(), "command": demo_command(out_dir, seed)}}
+    extra = {"demo": {"seed": seed, "plan": plan.to_dict(), "command": demo_command(out_dir, seed, plan)}}
     common = {
         "version": plan.version,
         "dtype": "float16",
@@ -186,13 +227,15 @@ def _train_demo_stage(stage: str) -> tuple[str, dict[str, Any], float]:
         dualview_size=plan.dualview_size,
         resume=resume,
         progress=progress,
+        schedule=plan.schedule,
     )
     record = {"first": result.first_loss, "final": result.final_loss, "steps": result.steps}
     return stage, record, round(time.monotonic() - t, 1)
 
 
-def demo_command(out_dir: str | Path, seed: int) -> str:
-    return f"mammogen train demo --out {out_dir} --seed {seed}"
+def demo_command(out_dir: str | Path, seed: int, plan: DemoPlan | None = None) -> str:
+    name = next((k for k, v in PLANS.items() if v == plan), "cpu") if plan is not None else "cpu"
+    return f"mammogen train demo --plan {name} --out {out_dir} --seed {seed}"
 
 
 def write_demo_samples(

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from models.errors import BadInputError
 from models.imaging.files import atomic_write, write_png8
 from models.intensity import IntensityMapping
-from models.schedulers import NOISE_SCHEDULE, channel0_loss, make_scheduler, scheduler_step
+from models.schedulers import NOISE_SCHEDULE, channel0_loss, full_schedule, make_scheduler, scheduler_step
 
 MixedPrecision = Literal["auto", "no", "bf16"]
 LrSchedule = Literal["constant", "cosine", "linear"]
@@ -61,6 +61,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     mixed_precision: MixedPrecision = "auto"  # auto: models.devices' rule (bf16 on a bf16 GPU, else fp32)
+    min_snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weights (models.schedulers.loss_weights)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -105,16 +106,18 @@ def step_generator(seed: int, step: int, rank: int = 0, stream: int = 0) -> torc
 # -- the diffusion objective and its preview -------------------------------------------------
 
 
-def diffusion_objective(denoised_channels: int, schedule: dict[str, Any] | None = None) -> Objective:
+def diffusion_objective(
+    denoised_channels: int, schedule: dict[str, Any] | None = None, min_snr_gamma: float = 0.0
+) -> Objective:
     """Algorithm 1 on batches whose first ``denoised_channels`` channels are denoised, the rest clean context."""
-    num_t = int({**NOISE_SCHEDULE, **(schedule or {})}["num_train_timesteps"])
+    num_t = int(full_schedule(schedule)["num_train_timesteps"])
 
     def objective(unet: UNet2DModel, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x0 = x[:, :denoised_channels]
         cond = x[:, denoised_channels:] if x.shape[1] > denoised_channels else None
         timesteps = torch.randint(0, num_t, (x.shape[0],), generator=generator).to(x.device)
         noise = torch.randn(x0.shape, generator=generator).to(device=x.device, dtype=x.dtype)
-        return channel0_loss(unet, x0, cond, timesteps, noise, schedule)
+        return channel0_loss(unet, x0, cond, timesteps, noise, schedule, min_snr_gamma)
 
     return objective
 
@@ -138,11 +141,11 @@ def diffusion_previewer(
         sch.set_timesteps(steps)
         sample = torch.randn(x[:, :denoised_channels].shape, generator=generator).to(device)
         for t in sch.timesteps:
-            # 1. predict noise of the denoised channels, context given clean
+            # 1. predict (noise or v, as the schedule says) of the denoised channels, context given clean
             inputs = sample if cond is None else torch.cat([sample, cond], dim=1)
-            eps = unet(inputs, t).sample
+            out = unet(inputs, t).sample
             # 2. x_t -> x_t-1
-            sample = scheduler_step(sch, eps, t, sample, None)
+            sample = scheduler_step(sch, out, t, sample, None)
         gen = IntensityMapping.from_model(sample.float()).cpu().numpy()
         if denoised_channels == 3:  # dual-view: show as RGB
             return gen.transpose(0, 2, 3, 1)
@@ -483,8 +486,12 @@ def train_stage(
     progress: bool = True,
     stop_after: int | None = None,
     preview_steps: int = 25,
+    schedule: dict[str, Any] | None = None,
 ) -> RunResult:
     """Train ``stage`` (stage1|stage2|stage3|dualview) on preprocessed ``images`` into ``run_dir``.
+
+    ``schedule`` (default: the paper's) is recorded in run.json and from there in the bundle, so
+    every sampler reads the network's output as it was trained.
 
     Builds the batch source through the geometry module, a fresh U-Net of ``preset`` (or the
     ``init_from`` diffusers folder), and records in run.json what the exporter needs, including the
@@ -516,16 +523,17 @@ def train_stage(
         "geometry": geom,
         "intensity": preprocess.intensity.to_dict(),
         "preprocess": preprocess.to_dict(),
-        "schedule": dict(NOISE_SCHEDULE),
+        "schedule": full_schedule(schedule or NOISE_SCHEDULE),
     }
+    previewer = diffusion_previewer(source, denoised, steps=preview_steps, schedule=meta["schedule"])
     return train(
         unet,
         source,
-        diffusion_objective(denoised),
+        diffusion_objective(denoised, meta["schedule"], config.min_snr_gamma),
         config,
         run_dir,
         resume=resume,
-        previewer=diffusion_previewer(source, denoised, steps=preview_steps) if preview_steps > 0 else None,
+        previewer=previewer if preview_steps > 0 else None,
         meta=meta,
         progress=progress,
         stop_after=stop_after,

@@ -69,7 +69,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--work", type=Path, default=None, help="run folders (default: runs/demo)")
-    demo.add_argument("--quick", action="store_true", help="minutes, not an hour: 30 steps per network, 8 cases")
+    demo.add_argument(
+        "--plan",
+        choices=("cpu", "gpu", "quick"),
+        default="cpu",
+        help="cpu: about an hour on 2 cores (--jobs 2); gpu: one H100/H200, all four networks at once "
+        "(--jobs 4); quick: minutes, proves the path (30 steps per network, 8 cases)",
+    )
+    demo.add_argument("--quick", action="store_true", help="same as --plan quick")
     demo.add_argument("--steps", type=int, default=None, help="override the steps of every network")
     demo.add_argument("--samples", type=Path, default=None, help="also generate PNGs from the bundles here")
     demo.add_argument("--sample-steps", type=int, default=25, help="denoising steps of the sample PNGs")
@@ -88,7 +95,28 @@ def _configure_stage(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log.jsonl, samples, final/)")
     p.add_argument("--cache", type=Path, default=None, help="preprocessed-image cache (default: RUN_DIR/cache)")
-    p.add_argument("--preset", choices=("tiny", "small", "paper"), default="paper", help="U-Net size (models.unet)")
+    p.add_argument(
+        "--preset", choices=("tiny", "cpu", "small", "paper"), default="paper", help="U-Net size (models.unet)"
+    )
+    p.add_argument(
+        "--prediction-type",
+        choices=("v_prediction", "epsilon"),
+        default="v_prediction",
+        help="what the network predicts (recorded in the bundle; epsilon is the papers', v converges faster)",
+    )
+    p.add_argument(
+        "--clip-sample",
+        choices=("yes", "no"),
+        default="yes",
+        help="samplers clip the predicted x0 to the model range [-1, 1] (recorded in the bundle)",
+    )
+    p.add_argument("--min-snr-gamma", type=float, default=0.0, help="> 0: Min-SNR-gamma loss weighting (e.g. 5)")
+    p.add_argument(
+        "--conditioning",
+        choices=("aligned", "paper"),
+        default="aligned",
+        help="stage-2/3 context: aligned adds the coarser image upsampled onto the tile (MAMBO)",
+    )
     p.add_argument("--init-from", type=Path, default=None, help="local diffusers UNet2DModel folder to fine-tune")
     p.add_argument("--steps", type=int, default=10000)
     p.add_argument("--batch-size", type=int, default=8, help="per process")
@@ -152,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_stage(args: argparse.Namespace) -> int:
     from models.geometry import MamboGeometry
+    from models.schedulers import NOISE_SCHEDULE
     from training.loop import TrainConfig, train_stage
 
     dual = args.target == "dualview"
@@ -171,9 +200,11 @@ def _run_stage(args: argparse.Namespace) -> int:
         log_every=args.log_every,
         seed=args.seed,
         mixed_precision=args.mixed_precision,
+        min_snr_gamma=args.min_snr_gamma,
     )
+    schedule = {**NOISE_SCHEDULE, "prediction_type": args.prediction_type, "clip_sample": args.clip_sample == "yes"}
     try:
-        geometry = MamboGeometry(s=args.patch_size, k=args.scale, overlap=args.overlap)
+        geometry = MamboGeometry(s=args.patch_size, k=args.scale, overlap=args.overlap, conditioning=args.conditioning)
     except ValueError as exc:
         raise BadInputError(str(exc)) from exc
     views = tuple(v.strip().upper() for v in args.views.split(",") if v.strip()) or None
@@ -189,6 +220,7 @@ def _run_stage(args: argparse.Namespace) -> int:
         init_from=args.init_from,
         resume=args.resume,
         progress=not args.no_progress,
+        schedule=schedule,
     )
     print(
         json.dumps(
@@ -235,9 +267,9 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from training.demo import QUICK_PLAN, STAGES, DemoPlan, run_demo, write_demo_samples
+    from training.demo import PLANS, STAGES, run_demo, write_demo_samples
 
-    plan = QUICK_PLAN if args.quick else DemoPlan()
+    plan = PLANS["quick" if args.quick else args.plan]
     if args.steps is not None:
         plan = replace(plan, steps=dict.fromkeys(STAGES, args.steps))
     work = args.work or Path("runs") / "demo"
