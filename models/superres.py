@@ -121,11 +121,14 @@ class SuperResolutionPipeline(OnMambo):
         # 4. stage 3: native-resolution patches conditioned on mid crops + the global image
         full, patch_stats = mambo.generate_full(global_image, mid_image, plan, spec, reporter)
         stats["patch"] = patch_stats.to_dict()
-        # 5. back to the input's intensity window (background 0), frame and orientation (and polarity)
-        soft_breast = resize_image(breast.astype(np.float32), (H, W))
-        windowed = pre.to_source(np.clip(soft_breast * (lo + full * (hi - lo)), 0.0, 1.0), out_shape)
+        # 5. back to the input's intensity window, frame and orientation (and polarity); outside the
+        #    breast the input's own background, resized (its level and labels are not the model's to change)
+        soft_breast = pre.to_source(resize_image(breast.astype(np.float32), (H, W)), out_shape)
+        windowed = pre.to_source(np.clip(lo + full * (hi - lo), 0.0, 1.0), out_shape)
+        generated = 1.0 - windowed if pre.inverted else windowed
+        own = resize_image(validate_image(image), out_shape)
         return SuperResResult(
-            image=np.ascontiguousarray(1.0 - windowed if pre.inverted else windowed, dtype=np.float32),
+            image=np.ascontiguousarray(soft_breast * generated + (1.0 - soft_breast) * own, dtype=np.float32),
             normalized=np.ascontiguousarray(pre.to_source(full, out_shape), dtype=np.float32),
             global_image=global_image,
             mid_image=np.asarray(mid_image, np.float32),

@@ -187,3 +187,37 @@ def test_full_resolution_needs_an_image_of_at_least_one_tile(tiny_pipeline):
     image = make_phantom_case(4, (40, 40)).cc.image
     with pytest.raises(BadInputError, match="at least 32x32"):
         tiny_pipeline(np.ascontiguousarray(image[:, :30]), _fast(resolution="full"))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmsolver"])
+def test_a_global_network_that_knows_the_healthy_twin_gives_the_perfect_reconstruction_map(prediction_type, sampler):
+    """The anomaly path reads the network as the schedule says: an oracle (in epsilon or v space) whose
+    x0 is the healthy twin reconstructs it exactly, so the map equals the perfect-reconstruction map."""
+    import torch
+
+    from models.intensity import IntensityMapping
+    from models.mambo import MamboPipeline
+    from tests.test_mambo_oracle import ContextOracle, output_for
+
+    geometry = MamboGeometry(s=64, k=4, overlap=8)
+    v = make_phantom_case(29, (256, 256), lesions=True).cc
+    prep = prepare(v.image, geometry, companions=[v.healthy])
+    healthy = IntensityMapping.to_model(torch.from_numpy(prep.companions_global[0]))[None, None]
+
+    class HealthyOracle(ContextOracle):
+        def forward(self, x, t):
+            from diffusers.models.unets.unet_2d import UNet2DOutput
+
+            return UNet2DOutput(sample=output_for(x, healthy.expand_as(x), t, self.prediction_type))
+
+    schedule = {"prediction_type": prediction_type, "clip_sample": True}
+    local = ContextOracle(3, geometry, prediction_type)
+    pipe = AnomalyPipeline(
+        MamboPipeline(HealthyOracle(1, geometry, prediction_type), local, local, schedule=schedule, geometry=geometry)
+    )
+    config = _config(lam=300, seeds=(0, 1), sampler=sampler, steps=20)
+    result = pipe(v.image, config)
+    expected = anomaly_from_reconstructions(prep, [prep.companions_global[0]] * 2, config)
+    np.testing.assert_allclose(result.heatmap, expected.heatmap, atol=1e-4)
+    assert iou(result.mask, v.mass_mask) > 0.5

@@ -104,6 +104,10 @@ def test_streamed_upload_stops_being_read_at_the_limit(api):
             b"POST /anomaly-map HTTP/1.1\r\nHost: x\r\nX-API-Key: " + API_KEY.encode() + b"\r\n"
             b"Content-Type: multipart/form-data; boundary=xx\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
+        # a well-formed part header first: the body must be refused for its size, not as bad multipart
+        head = b'--xx\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
+        head += b"Content-Type: image/png\r\n\r\n"
+        sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
         chunk = b"\0" * 65536
         sent = 0
         for _ in range(1024):  # up to 64 MiB

@@ -18,6 +18,7 @@ from models.geometry import (
     patch_training_example,
     shift_image,
     to_canvas,
+    upsampled_crop,
 )
 
 PAPER = MamboGeometry(s=256, k=3, overlap=32)
@@ -94,9 +95,10 @@ def _phantom(h: int, w: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(np.clip(img, 0, 1).astype(np.float32) * 2 - 1)
 
 
+@pytest.mark.parametrize("conditioning", ["paper", "aligned"])
 @pytest.mark.parametrize(("h", "w"), [(160, 96), (100, 130)])
-def test_patch_conditioning_at_inference_equals_training_for_the_patch_centred_there(h, w):
-    geo = MamboGeometry(s=32, k=3, overlap=8)
+def test_patch_conditioning_at_inference_equals_training_for_the_patch_centred_there(h, w, conditioning):
+    geo = MamboGeometry(s=32, k=3, overlap=8, conditioning=conditioning)
     plan = geo.plan(h, w)
     full = to_canvas(_phantom(h, w), plan.canvas)
     mid = area_downsample(full, geo.k)
@@ -111,8 +113,9 @@ def test_patch_conditioning_at_inference_equals_training_for_the_patch_centred_t
         assert abs(ctx.y * geo.k + geo.k * geo.s / 2 - (box.y + geo.s / 2)) <= geo.k / 2
 
 
-def test_local_conditioning_at_inference_equals_training_for_the_crop_centred_there():
-    geo = MamboGeometry(s=32, k=3, overlap=8)
+@pytest.mark.parametrize("conditioning", ["paper", "aligned"])
+def test_local_conditioning_at_inference_equals_training_for_the_crop_centred_there(conditioning):
+    geo = MamboGeometry(s=32, k=3, overlap=8, conditioning=conditioning)
     plan = geo.plan(200, 150)
     full = to_canvas(_phantom(200, 150, seed=1), plan.canvas)
     mid = area_downsample(full, geo.k)
@@ -154,3 +157,27 @@ def test_reference_222_vs_224_drift_would_fail_the_consistency_check():
 def test_images_smaller_than_one_tile_are_refused():
     with pytest.raises(ValueError, match="smaller than one"):
         MamboGeometry(s=32, overlap=8).plan(31, 100)
+
+
+@pytest.mark.parametrize(("y", "x", "h", "w"), [(0, 0, 32, 32), (7, 40, 32, 20), (-5, -9, 16, 16), (90, 80, 32, 32)])
+def test_upsampled_crop_equals_cropping_the_whole_upsampled_image(y, x, h, w):
+    """The aligned context channel costs one tile, yet equals the whole low image upsampled and cropped."""
+    low = torch.rand(40, 36)
+    factor = 3
+    whole = torch.nn.functional.interpolate(low[None, None], scale_factor=factor, mode="bilinear")[0, 0]
+    padded = crop(whole, Box(y, x, h, w))
+    got = upsampled_crop(low, Box(y, x, h, w), factor)
+    valid = torch.zeros_like(whole)
+    valid[factor:-factor, factor:-factor] = 1  # at the low image's own border the window reads background
+    inside = crop(valid, Box(y, x, h, w), fill=0.0).bool()
+    assert got.shape == (h, w) and inside.any()
+    assert torch.allclose(got[inside], padded[inside], atol=1e-6)
+
+
+def test_aligned_conditioning_adds_one_context_channel_and_old_manifests_read_as_paper():
+    aligned = MamboGeometry(s=32, k=3, overlap=8, conditioning="aligned")
+    assert aligned.context_channels == 3 and MamboGeometry().context_channels == 2
+    assert MamboGeometry.from_dict({"s": 32, "k": 3, "overlap": 8}).conditioning == "paper"
+    assert MamboGeometry.from_dict(aligned.to_dict()) == aligned
+    with pytest.raises(ValueError, match="conditioning"):
+        MamboGeometry(conditioning="sideways")

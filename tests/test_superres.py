@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from models.errors import BadInputError
 from models.geometry import MamboGeometry
@@ -165,16 +166,18 @@ def test_bad_images_fail_with_a_clear_bad_input_error(sr, image, message):
         sr(image, _fast())
 
 
-@pytest.mark.parametrize("laterality", ["L", "R"])
-def test_with_a_stage_3_that_returns_its_context_the_output_is_the_input_upsampled(laterality):
+@pytest.mark.parametrize(("laterality", "prediction_type"), [("L", "epsilon"), ("R", "epsilon"), ("L", "v_prediction")])
+def test_with_a_stage_3_that_returns_its_context_the_output_is_the_input_upsampled(laterality, prediction_type):
     """Content, not shape: an oracle stage 3 gives back the centre of its context channel, so the
     super-resolved image must be the preprocessed input upsampled k x k, in the input's orientation
     and, through the intensity window, at the input's own intensities inside the breast."""
     from models.preprocess import preprocess_image
     from tests.test_mambo_oracle import GEO, ContextOracle
 
-    oracle = ContextOracle(3, GEO)
-    sr = SuperResolutionPipeline(MamboPipeline(ContextOracle(1, GEO), oracle, oracle, geometry=GEO))
+    oracle = ContextOracle(3, GEO, prediction_type)
+    schedule = {"prediction_type": prediction_type, "clip_sample": prediction_type != "epsilon"}
+    mambo = MamboPipeline(ContextOracle(1, GEO), oracle, oracle, schedule=schedule, geometry=GEO)
+    sr = SuperResolutionPipeline(mambo)
     low = downsample_area(make_phantom_case(5, (96, 72), laterality=laterality).cc.image, 3)  # 32 x 24
     result = sr(low, _fast(scale=GEO.k, stand_in="mid", steps=4, skip_background=False))
     assert result.stand_in == "mid" and result.image.shape == (96, 72)
@@ -184,3 +187,17 @@ def test_with_a_stage_3_that_returns_its_context_the_output_is_the_input_upsampl
     inside = np.repeat(np.repeat(breast_mask(low), 3, 0), 3, 1) & np.repeat(np.repeat(low > 0.2, 3, 0), 3, 1)
     upsampled_low = np.repeat(np.repeat(low, 3, 0), 3, 1)
     assert np.abs(result.image - upsampled_low)[inside].mean() < 0.02  # the input's own intensities
+
+
+def test_outside_the_breast_the_output_keeps_the_inputs_own_background():
+    """A grey (not black) background is the input's: super-resolution must not force it to 0."""
+    low = downsample_area(make_phantom_case(5, (96, 72), laterality="L").cc.image, 3)
+    grey = np.where(breast_mask(low), low, 0.12).astype(np.float32)
+    from tests.test_mambo_oracle import GEO, ContextOracle
+
+    oracle = ContextOracle(3, GEO)
+    sr = SuperResolutionPipeline(MamboPipeline(ContextOracle(1, GEO), oracle, oracle, geometry=GEO))
+    result = sr(grey, _fast(scale=GEO.k, stand_in="mid", steps=4, skip_background=False))
+    far = ~np.repeat(np.repeat(ndimage.binary_dilation(breast_mask(grey), iterations=3), 3, 0), 3, 1)
+    assert far.any()
+    np.testing.assert_allclose(result.image[far], 0.12, atol=2e-3)

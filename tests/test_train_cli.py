@@ -43,12 +43,47 @@ def test_train_stage_on_dicom_folder_skips_bad_files_and_resumes(
     run_json = json.loads((run / "run.json").read_text())
     assert run_json["meta"]["network"] == "patch" and run_json["data"]["images"]["images"] == 4
     assert run_json["meta"]["geometry"]["native_size"] == [96, 72]
+    # the recipe is the default: v-prediction, x0 clipped, aligned context (4 input channels)
+    assert run_json["meta"]["schedule"]["prediction_type"] == "v_prediction"
+    assert run_json["meta"]["schedule"]["clip_sample"] is True
+    assert run_json["meta"]["geometry"]["conditioning"] == "aligned" and run_json["unet"]["in_channels"] == 4
 
     # without --resume an existing run is refused with the bad-input exit code; with it, training continues
     assert main([*args, "--steps", "4"]) == BadInputError.exit_code
     assert main([*args, "--steps", "4", "--resume"]) == 0
     assert [r["step"] for r in read_log(run)] == [1, 2, 3, 4]
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["resumed_from"] == 2
+
+
+def test_stage_flags_are_recorded_and_reach_the_bundle(phantom_dir: Path, tmp_path: Path) -> None:
+    """--prediction-type, --clip-sample, --conditioning and --min-snr-gamma: recorded in run.json and,
+    through export, in the manifest every sampler reads."""
+    runs = {}
+    flags = ["--prediction-type", "epsilon", "--clip-sample", "no", "--conditioning", "paper", "--min-snr-gamma", "5"]
+    for stage in ("stage1", "stage2", "stage3"):
+        runs[stage] = tmp_path / stage
+        args = ["train", stage, "--data", str(phantom_dir), "--out", str(runs[stage]), "--steps", "1", *TINY, *GEOM]
+        assert main([*args, *flags, "--preset", "cpu"]) == 0
+    meta = json.loads((runs["stage3"] / "run.json").read_text())
+    assert meta["config"]["min_snr_gamma"] == 5.0 and meta["unet"]["in_channels"] == 3
+    assert meta["meta"]["schedule"]["prediction_type"] == "epsilon" and not meta["meta"]["schedule"]["clip_sample"]
+    bundle = tmp_path / "bundle"
+    export = ["train", "export", "mambo", "--out", str(bundle)]
+    assert main([*export, *(x for i, s in enumerate(runs) for x in (f"--stage{i + 1}", str(runs[s])))]) == 0
+    b = load_bundle(bundle)
+    assert b.schedule["prediction_type"] == "epsilon" and b.schedule["clip_sample"] is False
+    assert MamboGeometry.from_dict(b.geometry).conditioning == "paper"
+    assert MamboPipeline.from_bundle(bundle)(options=SamplingOptions(seeds=(0,), steps=2)).image.shape == (96, 72)
+
+
+def test_the_demo_plans_share_one_recipe() -> None:
+    from training.demo import PLANS
+
+    for plan in PLANS.values():
+        assert plan.schedule["prediction_type"] == "v_prediction" and plan.schedule["clip_sample"] is True
+        assert plan.geometry.conditioning == "aligned" and plan.preset == "cpu"
+        assert plan.ema_decay("stage1") == pytest.approx(0.5 ** (1 / (0.1 * plan.steps["stage1"])))
+    assert PLANS["gpu"].batch_size > PLANS["cpu"].batch_size
 
 
 def test_dualview_training_pairs_dicom_views_and_exports(phantom_dir: Path, tmp_path: Path) -> None:
@@ -73,7 +108,7 @@ def test_demo_command_builds_both_bundles_marked_synthetic(tmp_path: Path) -> No
     plan = DemoPlan(
         cases=2,
         size=(96, 72),
-        geometry=MamboGeometry(s=16, k=3, overlap=4),
+        geometry=MamboGeometry(s=16, k=3, overlap=4, conditioning="aligned"),
         dualview_size=16,
         steps=dict.fromkeys(("stage1", "stage2", "stage3", "dualview"), 2),
         warmup_steps=1,
@@ -89,6 +124,7 @@ def test_demo_command_builds_both_bundles_marked_synthetic(tmp_path: Path) -> No
         assert b.manifest["training"]["stored_dtype"] == "float16"
         assert "phantoms" in b.manifest["training"]["data"]["images"]["kind"]
         assert b.manifest["extra"]["demo"]["command"].startswith("mammogen train demo")
+        assert b.schedule["prediction_type"] == "v_prediction" and b.schedule["clip_sample"] is True
     one = SamplingOptions(seeds=(0,), steps=2)
     result = MamboPipeline.from_bundle(tmp_path / "bundles" / "demo-mambo")(options=one)
     assert result.image.shape == (96, 72) and np.isfinite(result.image).all()

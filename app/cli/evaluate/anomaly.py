@@ -51,6 +51,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fixed-threshold", type=float, default=0.1, help="heat threshold of the fixed mode")
     parser.add_argument("--percentile", type=float, default=99.0, help="healthy percentile of the percentile mode")
     parser.add_argument("--buckets", type=int, default=6, help="lesion-size buckets (the paper: 6)")
+    parser.add_argument("--images", type=Path, default=None, help="your own test images (instead of phantoms)")
+    parser.add_argument("--masks", type=Path, default=None, help="lesion masks for --images (same file stem)")
+    parser.add_argument("--val-images", type=Path, default=None, help="your validation images (threshold choice)")
+    parser.add_argument("--val-masks", type=Path, default=None, help="lesion masks for --val-images")
     parser.add_argument("--device", default=None)
 
 
@@ -87,6 +91,47 @@ def make_cases(first_seed: int, count: int, size: tuple[int, int], lesions: bool
                     ignore=v.calcification_mask,
                 )
             )
+    return cases
+
+
+def folder_cases(images: Path, masks: Path | None) -> list[Case]:
+    """A user's images with their lesion masks (non-zero = lesion), paired by file stem; a mask may be
+    named like its image or with a ``_mask`` suffix. Unpaired images are refused by name."""
+    from app.cli.evaluate.generation import list_images
+    from models.errors import BadInputError
+    from models.imaging.mask import breast_mask
+    from models.imaging.readers import read_image
+
+    if masks is None:
+        raise BadInputError(f"{images}: lesion masks are needed to score anomaly maps (--masks / --val-masks)")
+    if not masks.is_dir():
+        raise BadInputError(f"not a folder: {masks}")
+    by_stem = {}
+    for p in sorted(masks.rglob("*")):
+        if p.is_file():
+            by_stem.setdefault(p.stem.removesuffix("_mask"), p)
+    cases = []
+    for path in list_images(images):
+        mask_path = by_stem.get(path.stem)
+        if mask_path is None:
+            raise BadInputError(f"{path.name}: no lesion mask named {path.stem}.* or {path.stem}_mask.* in {masks}")
+        image, info = read_image(path)
+        target = read_image(mask_path, apply_voi=False)[0] > 0
+        if target.shape != image.shape:
+            raise BadInputError(f"{mask_path.name}: mask {target.shape} does not match image {image.shape}")
+        cases.append(
+            Case(
+                name=path.stem,
+                image=image,
+                healthy=image,
+                laterality=info.laterality or "",
+                target=target,
+                breast=breast_mask(image),
+                ignore=np.zeros_like(target),
+            )
+        )
+    if not cases:
+        raise BadInputError(f"no images in {images}")
     return cases
 
 
@@ -228,9 +273,16 @@ def run(args: argparse.Namespace) -> int:
             pipe = AnomalyPipeline.from_bundle(bundle, device=resolve_device(args.device or settings.device))
     size = tuple(args.size) if args.size else default_size(geometry, bundle)
     views = ("cc", "mlo") if args.view == "both" else (args.view,)
-    test = make_cases(args.phantom_seed, args.count, size, True, views)
-    val = make_cases(args.phantom_seed + 10_000, args.val, size, True, views)
-    healthy = make_cases(args.phantom_seed + 20_000, args.healthy, size, False, views)
+    if args.images is not None:
+        if args.oracle:
+            raise BadInputError("--oracle needs phantoms (their healthy twins); it cannot score --images")
+        test = folder_cases(args.images, args.masks)
+        val = folder_cases(args.val_images, args.val_masks) if args.val_images is not None else []
+        healthy = []
+    else:
+        test = make_cases(args.phantom_seed, args.count, size, True, views)
+        val = make_cases(args.phantom_seed + 10_000, args.val, size, True, views)
+        healthy = make_cases(args.phantom_seed + 20_000, args.healthy, size, False, views)
     config = AnomalyConfig(
         lam=args.lam,
         post=PAPER_POST if args.recipe == "paper" else STRONG_POST,
@@ -239,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     )
     all_cases = test + val + healthy
     for i, c in enumerate(all_cases):
-        info = SimpleNamespace(laterality=c.laterality, dataset=None)
+        info = SimpleNamespace(laterality=c.laterality or None, dataset=None)
         if pipe is None:
             g = geometry or MamboGeometry(s=max(size), k=1, overlap=0)
             prep = prepare_input(c.image, g, preprocess, info=info, companions=[c.healthy])
@@ -258,16 +310,20 @@ def run(args: argparse.Namespace) -> int:
             if args.oracle
             else f"lambda={args.lam}, {args.seeds} seeds, {args.sampler} {args.steps} steps, {args.resolution}",
             "recipe": args.recipe,
-            "phantom size": f"{size[0]}x{size[1]}",
             "test views": len(test),
             "validation views": len(val),
             "healthy views": len(healthy),
-            "phantom seeds": f"test {args.phantom_seed}+, val {args.phantom_seed + 10_000}+, "
-            f"healthy {args.phantom_seed + 20_000}+",
             "percentile": args.percentile,
-            "ground truth": "mass masks (calcifications excluded from pooled metrics)",
         },
     }
+    if args.images is not None:
+        header["settings"]["images"] = f"{args.images} (masks {args.masks}), validation {args.val_images or 'none'}"
+        header["settings"]["ground truth"] = "the given lesion masks"
+    else:
+        header["settings"]["phantom size"] = f"{size[0]}x{size[1]}"
+        seeds = f"test {args.phantom_seed}+, val {args.phantom_seed + 10_000}+, healthy {args.phantom_seed + 20_000}+"
+        header["settings"]["phantom seeds"] = seeds
+        header["settings"]["ground truth"] = "mass masks (calcifications excluded from pooled metrics)"
     text = format_report(report, header)
     print(text)
     if args.out is not None:

@@ -29,6 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scales", default="4,16", help="comma list of integer scales (the paper: 4,16)")
     parser.add_argument("--phantom-seed", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument(
+        "--images", type=Path, default=None, help="your own full-resolution images as the originals (not phantoms)"
+    )
     add_sampling_arguments(parser)
     parser.add_argument("--device", default=None)
 
@@ -79,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
     from models.metrics.image_quality import bicubic_upsample, downsample_area, psnr, ssim
     from models.requests import SuperResConfig
     from models.superres import SuperResolutionPipeline
-    from training.phantoms import make_phantom_case
 
     try:
         scales = [int(s) for s in args.scales.split(",") if s.strip()]
@@ -95,41 +97,37 @@ def run(args: argparse.Namespace) -> int:
     size = tuple(args.size) if args.size else default_size(g.s, g.k, max(scales), trained_image_size(bundle))
     if size[0] % max(scales) or size[1] % max(scales):
         raise BadInputError(f"the phantom size {size} must be divisible by every scale {scales}")
-    views = ("cc", "mlo") if args.view == "both" else (args.view,)
     rows: list[dict[str, Any]] = []
     examples: list[np.ndarray] = []
-    for n, seed in enumerate(range(args.phantom_seed, args.phantom_seed + args.count)):
-        case = make_phantom_case(seed, size)
-        for view in views:
-            v = getattr(case, view)
-            name = f"{case.case_id}-{case.laterality}-{view.upper()}"
-            for scale in scales:
-                low = downsample_area(v.image, scale)
-                config = SuperResConfig(scale=scale, options=options)
-                result = pipe(low, config, info=SimpleNamespace(laterality=case.laterality, dataset=None))
-                bicubic = bicubic_upsample(low, v.image.shape)
-                for method, out in (("bicubic", bicubic), ("MAMBO stages 2-3", result.image)):
-                    rows.append(
-                        {
-                            "image": name,
-                            "scale": scale,
-                            "method": method,
-                            "stand_in": result.stand_in if method != "bicubic" else "",
-                            "psnr_breast": psnr(out, v.image, mask=v.breast_mask),
-                            "ssim": ssim(out, v.image),
-                        }
-                    )
-                if n < 2 and view == views[0]:
-                    nearest = np.kron(low, np.ones((scale, scale), np.float32))
-                    examples.append(np.concatenate([v.image, nearest, bicubic, result.image], axis=1))
-                print(f"evaluate super-resolution: {name} x{scale} ({result.stand_in})", file=sys.stderr)
+    for n, (name, original, breast, laterality) in enumerate(originals(args, size, max(scales))):
+        for scale in scales:
+            low = downsample_area(original, scale)
+            config = SuperResConfig(scale=scale, options=options)
+            result = pipe(low, config, info=SimpleNamespace(laterality=laterality, dataset=None))
+            bicubic = bicubic_upsample(low, original.shape)
+            for method, out in (("bicubic", bicubic), ("MAMBO stages 2-3", result.image)):
+                rows.append(
+                    {
+                        "image": name,
+                        "scale": scale,
+                        "method": method,
+                        "stand_in": result.stand_in if method != "bicubic" else "",
+                        "psnr_breast": psnr(out, original, mask=breast),
+                        "ssim": ssim(out, original),
+                    }
+                )
+            if n < 2:
+                nearest = np.kron(low, np.ones((scale, scale), np.float32))
+                examples.append(np.concatenate([original, nearest, bicubic, result.image], axis=1))
+            print(f"evaluate super-resolution: {name} x{scale} ({result.stand_in})", file=sys.stderr)
     table = summarize(rows)
     weights = "RANDOM weights" if bundle.random_weights else "trained weights"
     header = {
         "title": f"bundle {bundle.name} {bundle.version} ({weights})",
         "settings": {
             "geometry": f"s={g.s}, k={g.k}, overlap={g.overlap}",
-            "original size": f"{size[0]}x{size[1]} ({len(rows) // (2 * len(scales))} views)",
+            "originals": f"{args.images}" if args.images is not None else f"phantoms {size[0]}x{size[1]}",
+            "views": len(rows) // (2 * len(scales)),
             "downsampling": "box average by the scale",
             "sampling": f"{args.sampler} {args.steps} steps, {args.stitching} stitching, seed {args.seed}",
             "stand-in": ", ".join(
@@ -150,6 +148,35 @@ def run(args: argparse.Namespace) -> int:
         if examples:
             write_png8(args.out / "examples.png", np.concatenate(examples, axis=0))
     return 0
+
+
+def originals(args: argparse.Namespace, size: tuple[int, int], multiple: int) -> Any:
+    """(name, original, breast mask, laterality) of each original: seeded phantoms, or the user's
+    folder (each cropped at the top-left to a multiple of the largest scale)."""
+    from app.cli.evaluate.generation import list_images
+    from models.errors import BadInputError
+    from models.imaging.mask import breast_mask
+    from models.imaging.readers import read_image
+    from training.phantoms import make_phantom_case
+
+    if args.images is not None:
+        paths = list_images(args.images)
+        if not paths:
+            raise BadInputError(f"no images in {args.images}")
+        for path in paths:
+            image, info = read_image(path)
+            h, w = image.shape[0] // multiple * multiple, image.shape[1] // multiple * multiple
+            if min(h, w) == 0:
+                raise BadInputError(f"{path.name}: {image.shape} is smaller than the largest scale {multiple}")
+            image = np.ascontiguousarray(image[:h, :w])
+            yield path.stem, image, breast_mask(image), info.laterality
+        return
+    views = ("cc", "mlo") if args.view == "both" else (args.view,)
+    for seed in range(args.phantom_seed, args.phantom_seed + args.count):
+        case = make_phantom_case(seed, size)
+        for view in views:
+            v = getattr(case, view)
+            yield f"{case.case_id}-{case.laterality}-{view.upper()}", v.image, v.breast_mask, case.laterality
 
 
 def default_size(s: int, k: int, max_scale: int, trained: tuple[int, int] | None = None) -> tuple[int, int]:
