@@ -129,8 +129,9 @@ def alphas_cumprod(schedule: dict[str, Any] | None = None) -> torch.Tensor:
 
 
 def snr(timesteps: torch.Tensor, schedule: dict[str, Any] | None = None) -> torch.Tensor:
-    """Signal-to-noise ratio abar_t / (1 - abar_t) at integer timesteps (float64: abar_999 is ~4e-5)."""
-    abar = alphas_cumprod(schedule).double()[timesteps.long().cpu()]
+    """Signal-to-noise ratio abar_t / (1 - abar_t) at integer timesteps, in float64 from the betas
+    (float32 abar loses 1 - abar_0 = 1e-4 to rounding; abar_999 is ~4e-5)."""
+    abar = torch.cumprod(1.0 - training_scheduler(schedule).betas.double(), 0)[timesteps.long().cpu()]
     return (abar / (1.0 - abar)).to(timesteps.device)
 
 

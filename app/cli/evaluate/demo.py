@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from app.cli.evaluate.gates import GATES, QUICK_PLAN, GateResult, GradingPlan, log, resize, service_defaults
+from models.imaging.files import write_png8
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -75,11 +76,15 @@ def run(args: argparse.Namespace) -> int:
     }
     text = format_report(results, header, plan)
     print(text)
-    (out / "report.md").write_text(text)
+    # a subset of gates (--gates) writes its own report, so parts run in parallel into one folder
+    suffix = "" if gates == list(GATES) else "-" + "-".join(gates)
+    (out / f"report{suffix}.md").write_text(text)
     payload = {"bundles": header, "plan": plan.__dict__, "gates": [r.to_dict() for r in results]}
-    (out / "report.json").write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
-    order = ["full images", "dual-view", "super-resolution", "anomaly maps"]
-    write_showcase(out, sorted(results, key=lambda r: order.index(r.gate) if r.gate in order else len(order)))
+    (out / f"report{suffix}.json").write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    for r in results:
+        if r.showcase is not None:
+            write_png8(out / f"showcase-{SHOWCASE_ORDER.index(r.gate)}.png", np.clip(r.showcase, 0.0, 1.0))
+    write_showcase(out)
     return 0 if all(r.passed for r in results) else 1
 
 
@@ -113,16 +118,25 @@ def format_report(results: list[GateResult], bundles: dict[str, str], plan: Grad
     return "\n".join(lines)
 
 
-def write_showcase(out: Path, results: list[GateResult], height: int = 240) -> Path | None:
-    """One strip for a README: a full image, a dual-view pair, super-resolution (input | output) and an
-    anomaly overlay, each the representative image its gate kept."""
-    from models.imaging.files import write_png8
+#: The README strip, left to right: a full image, a dual-view pair, super-resolution, an anomaly overlay.
+SHOWCASE_ORDER = ["full images", "dual-view", "super-resolution", "anomaly maps"]
 
-    parts = [r.showcase for r in results if r.showcase is not None]
+
+def write_showcase(out: Path, height: int = 240) -> Path | None:
+    """Compose ``showcase.png`` from the representative images the gates left in ``out`` (each gate
+    writes ``showcase-N.png``; gates run in parallel processes add theirs to the same folder)."""
+    from models.imaging.files import read_png
+
+    parts = []
+    for n in range(len(SHOWCASE_ORDER)):
+        path = out / f"showcase-{n}.png"
+        if path.is_file():
+            image = read_png(path).astype(np.float32)
+            parts.append(image / 255.0 if image.max() > 1.0 else image)
     if not parts:
         return None
     rgb = [np.repeat(p[..., None], 3, axis=-1) if p.ndim == 2 else p[..., :3] for p in parts]
-    scaled = [resize(np.asarray(p, np.float32), height) for p in rgb]
+    scaled = [resize(p, height) for p in rgb]
     gap = np.ones((height, 6, 3), np.float32)
     strip = np.concatenate([x for p in scaled for x in (p, gap)][:-1], axis=1)
     return write_png8(out / "showcase.png", np.clip(strip, 0.0, 1.0))
