@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         result = gate(pipes[kind], plan, out, defaults)
         result.seconds = round(time.monotonic() - t0, 1)
         results.append(result)
+        # each gate on disk as soon as it ends: a long grading run keeps what it measured
+        (out / f"gate-{name}.json").write_text(json.dumps(result.to_dict(), indent=2, default=_jsonable) + "\n")
         log(f"gate {name}: {'PASS' if result.passed else 'FAIL'} ({result.seconds} s)")
     header = {
         name: f"{b.name} {b.version}" + (" (RANDOM weights)" if b.random_weights else "") for name, b in bundles.items()

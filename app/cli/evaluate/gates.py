@@ -345,7 +345,7 @@ def superres_gate(pipe: Any, plan: GradingPlan, out: Path, defaults: dict[str, A
             examples.append(np.concatenate([original, nearest, bicubic, result.image], axis=1))
             y, x = size[0] // 3, size[1] // 4
             crops = [a[y : y + 128, x : x + 128] for a in (original, nearest, bicubic, result.image)]
-            examples.append(resize(np.concatenate(crops, axis=1), size[0]))
+            examples.append(resize(np.concatenate(crops, axis=1), size[1]))  # as wide as the row above
             if n == 0:
                 showcase = np.concatenate([crops[1], crops[3]], axis=1)  # input (nearest) | diffusion
         log(f"super-resolution {n + 1}/{plan.superres_images}")
@@ -365,7 +365,9 @@ def superres_gate(pipe: Any, plan: GradingPlan, out: Path, defaults: dict[str, A
             f"diffusion {spec_d:.3f}, bicubic {spec_b:.3f} (mean |log10 power| difference, 0.25-0.5 cycles/px)",
         ),
     ]
-    sheets = [sheet(out, "superres-examples.png", np.concatenate([resize(e, size[0] // 2) for e in examples]))]
+    width = 2 * size[1]  # every row of the sheet at the same width (half the original's 4 columns)
+    rows_ = [resize(e, max(1, round(e.shape[0] * width / e.shape[1]))) for e in examples]
+    sheets = [sheet(out, "superres-examples.png", np.concatenate([r[:, :width] for r in rows_]))]
     details = {
         "images": plan.superres_images,
         "original_size": list(size),
