@@ -16,8 +16,10 @@ from app import version
 from app.api.errors import install_error_handlers
 from app.api.intake import DecodeBudget
 from app.api.limits import BodyLimitMiddleware
+from app.api.methods import AllowMiddleware
 from app.api.metrics import Metrics
-from app.api.routes import generate, health, jobs, metrics, models, results, uploads
+from app.api.openapi import install_openapi
+from app.api.routes import events, generate, health, jobs, metrics, models, results, uploads
 from app.api.state import ServiceState
 from app.api.waiting import JobWatcher
 from app.settings import Settings, get_settings
@@ -87,7 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = app_metrics
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (generate, uploads, jobs, results, models, health, metrics):
+    install_openapi(app, settings)
+    for module in (generate, uploads, jobs, events, results, models, health, metrics):
         app.include_router(module.router)
 
     @app.middleware("http")
@@ -103,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app_metrics.rejected.labels(reason="payload_too_large").inc()
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, on_reject=count_oversized)
+    app.add_middleware(AllowMiddleware)
     return app
 
 

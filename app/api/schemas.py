@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, model_validator
 
 from models.errors import BadInputError
-from models.options import SAMPLERS, STITCHING_MODES, SamplingOptions, request_seeds
+from models.options import MAX_BATCH, MAX_SEED, MAX_STEPS, SAMPLERS, STITCHING_MODES, SamplingOptions, request_seeds
 from models.requests import STAND_INS, AnomalyConfig, GenerationRequest, SuperResConfig
 from workers.job_requests import (
     DICOM_FORMATS,
@@ -44,10 +44,12 @@ class DenoiseParams(_Strict):
     A request that gives no seed gets a random one when it is accepted; the job summary records it.
     """
 
-    seed: int | None = Field(default=None, description="Random seed of the first image; unset: random.")
-    steps: int = Field(default=50, description="Denoising steps per stage, 1..1000.")
+    seed: int | None = Field(
+        default=None, ge=0, le=MAX_SEED - 16, description="Random seed of the first image; unset: random."
+    )
+    steps: int = Field(default=50, ge=1, le=MAX_STEPS, description="Denoising steps per stage.")
     sampler: Sampler = "ddim"
-    eta: float = Field(default=0.0, description="DDIM eta in [0, 1] (0 = deterministic).")
+    eta: float = Field(default=0.0, ge=0.0, le=1.0, description="DDIM eta (0 = deterministic).")
     formats: list[OutputFormat] = Field(default_factory=lambda: ["png16"], min_length=1, max_length=5)
     deliver: list[PacsName] = Field(
         default_factory=list,
@@ -109,7 +111,7 @@ class GenerateRequest(DenoiseParams):
     laterality: Literal["L", "R"] = Field(
         default="R", description="Breast side; the image shows it in standard display (R: chest wall on the right)."
     )
-    max_batch: int | None = Field(default=None, description="Largest model batch, 1..4096 (memory bound).")
+    max_batch: int | None = Field(default=None, ge=1, le=MAX_BATCH, description="Largest model batch (memory bound).")
     view: Literal["CC", "MLO"] | None = Field(
         default=None,
         description="MAMBO only: the view recorded in DICOM output (the model does not condition on it); "
@@ -195,7 +197,7 @@ class SuperResolveParams(_FormParams):
     stand_in: Literal[STAND_INS] = Field(  # type: ignore[valid-type]
         default="auto", description="What the input replaces: the global image (stages 2+3 run) or the mid image."
     )
-    max_batch: int | None = Field(default=None, description="Largest model batch, 1..4096.")
+    max_batch: int | None = Field(default=None, ge=1, le=MAX_BATCH, description="Largest model batch.")
 
     def build_request(self) -> SuperResConfig:
         return SuperResConfig(self.scale, stand_in=self.stand_in, options=self.options(stitching=self.stitching))
@@ -210,14 +212,14 @@ class AnomalyMapParams(_FormParams):
     Defaults follow the stronger recipe: noise to lambda = 700, several seeds, Otsu threshold.
     """
 
-    timestep: int = Field(default=700, description="Noise level lambda (1..999) the input is noised to.")
+    timestep: int = Field(default=700, ge=1, le=999, description="Noise level lambda the input is noised to.")
     repeats: int = Field(default=3, ge=1, le=16, description="Seeds (seed, seed+1, ...) whose residuals are averaged.")
     threshold_mode: Literal["otsu", "fixed", "percentile"] = "otsu"
     threshold: float | None = Field(default=None, ge=0.0, le=100.0, description="For 'fixed' or 'percentile'.")
     resolution: Literal["global", "full"] = Field(
         default="global", description="global: the paper's s x s map; full: native-resolution patch reconstructions."
     )
-    max_batch: int | None = Field(default=None, description="Largest model batch, 1..4096.")
+    max_batch: int | None = Field(default=None, ge=1, le=MAX_BATCH, description="Largest model batch.")
 
     allowed_formats: ClassVar[tuple[str, ...]] = ("png16", "npy", "dicom", "dicom-seg")
 

@@ -26,7 +26,17 @@ def _base(request: Request) -> str:
     return request.app.state.settings.public_base_url or ""
 
 
-@router.get("/jobs/{job_id}", response_model=JobInfo, name="get_job", summary="Job status, progress and results")
+#: A wait (long-poll or stream) takes one of the bounded waiter slots.
+WAIT_REFUSED = {429: {"description": "Too many waiting requests (in all or of this client); retry later."}}
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobInfo,
+    name="get_job",
+    summary="Job status, progress and results",
+    responses=WAIT_REFUSED,
+)
 async def get_job(
     job_id: str,
     request: Request,
@@ -35,11 +45,11 @@ async def get_job(
     wait: Annotated[float, Query(ge=0, le=60, description="Long-poll: wait up to this many seconds for the end.")] = 0,
 ) -> JobInfo:
     """A wait parks a coroutine on the job watcher, never a thread: reads run briefly in the pool."""
-    info = await run_in_threadpool(_info, state, job_id, request)
+    info = await run_in_threadpool(read_info, state, job_id, request)
     if wait == 0 or info.status in TERMINAL:
         return info
     watcher: JobWatcher = request.app.state.watcher
-    async with watcher.admitted(principal or _address(request)):
+    async with watcher.admitted(waiter_client(principal, request)):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         version = await watcher.version(job_id)
@@ -48,14 +58,18 @@ async def get_job(
             if changed is None:
                 break
             version = changed
-    return await run_in_threadpool(_info, state, job_id, request)
+    return await run_in_threadpool(read_info, state, job_id, request)
 
 
-def _info(state: ServiceState, job_id: str, request: Request) -> JobInfo:
+def read_info(state: ServiceState, job_id: str, request: Request) -> JobInfo:
+    """The job's record as the API shows it (blocking: call it in the thread pool from async code)."""
     return job_info(fetch_job(state.connection, job_id), state.connection, _base(request))
 
 
-def _address(request: Request) -> str:
+def waiter_client(principal: str, request: Request) -> str:
+    """Whose waiter slot a wait takes: the API key's, else the address's."""
+    if principal:
+        return principal
     return request.client.host if request.client else "unknown"
 
 
