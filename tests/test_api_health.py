@@ -39,6 +39,7 @@ def test_openapi_documents_every_endpoint_with_examples(tmp_path):
         "/super-resolve",
         "/anomaly-map",
         "/jobs/{job_id}",
+        "/jobs/{job_id}/events",
         "/jobs/{job_id}/results/{name}",
         "/models",
         "/healthz",
