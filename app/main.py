@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from redis import Redis
 
 from app import version
 from app.api.errors import install_error_handlers
 from app.api.intake import DecodeBudget
+from app.api.jobview import fetch_job, job_info
 from app.api.limits import BodyLimitMiddleware
 from app.api.methods import AllowMiddleware
 from app.api.metrics import Metrics
@@ -23,10 +25,12 @@ from app.api.routes import events, generate, health, jobs, metrics, models, resu
 from app.api.state import ServiceState
 from app.api.waiting import JobWatcher
 from app.settings import Settings, get_settings
-from workers.queueing import DEFAULT_REDIS_URL, connect, connect_async, make_queue
+from models.errors import JobNotFoundError
+from workers.queueing import DEFAULT_REDIS_URL, connect, connect_async, make_queue, priority_queues
 from workers.store import ResultStore
 from workers.submit import Submitter
 from workers.watchdog import Watchdog, heartbeat_ttl_s
+from workers.webhooks import WebhookLoop
 
 DESCRIPTION = """\
 Synthetic mammography as a job service. `POST /generate`, `/super-resolve` or `/anomaly-map`
@@ -64,16 +68,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.service = ServiceState(settings, connection, queue, store, submitter)
         app_metrics.watch_queue(queue)
         watchdog = Watchdog(
-            [queue],
+            priority_queues(connection, settings.queue_name),
             store,
             interval_s=max(0.5, settings.heartbeat_s / 4),
             retention_s=settings.result_ttl_s,
             grace_s=heartbeat_ttl_s(settings.heartbeat_s),
         )
         watchdog.start()
+        webhooks = start_webhooks(settings, connection)
         try:
             yield
         finally:
+            if webhooks is not None:
+                webhooks.stop()
             watchdog.stop()
             await watcher.stop()
             connection.close()
@@ -108,6 +115,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, on_reject=count_oversized)
     app.add_middleware(AllowMiddleware)
     return app
+
+
+def start_webhooks(settings: Settings, connection: Redis) -> WebhookLoop | None:
+    """The thread that POSTs final records to callback URLs (only when the server signs webhooks)."""
+    if settings.webhook_secret is None:
+        return None
+    base = settings.public_base_url or ""
+
+    def render(job_id: str) -> tuple[str, bytes] | None:
+        try:
+            info = job_info(fetch_job(connection, job_id), connection, base)
+        except JobNotFoundError:
+            return None
+        return info.status, info.model_dump_json().encode()
+
+    loop = WebhookLoop(
+        connection,
+        render,
+        secret=settings.webhook_secret.get_secret_value().encode(),
+        policy=settings.webhook_policy(),
+        allowed_hosts=settings.webhook_allowed_hosts,
+        timeout_s=settings.webhook_timeout_s,
+    )
+    loop.start()
+    return loop
 
 
 def __getattr__(name: str) -> FastAPI:

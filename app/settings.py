@@ -113,6 +113,20 @@ class Settings(BaseSettings):
     delivery_backoff_s: float = Field(default=30.0, gt=0, description="Wait after the first failed try; doubles.")
     delivery_backoff_max_s: float = Field(default=900.0, gt=0, description="Longest wait between tries.")
 
+    # Webhooks (docs/SERVICE.md): a job's callback_url gets its final record, signed with this secret.
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of webhook signatures; unset: callback_url is refused."
+    )
+    webhook_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="JSON list: if set, the only callback hosts; a loopback, link-local (metadata) or other "
+        "non-public address is refused unless its host is listed here.",
+    )
+    webhook_attempts: int = Field(default=6, ge=1, le=20, description="Tries to deliver one webhook.")
+    webhook_backoff_s: float = Field(default=2.0, gt=0, description="Wait after the first failed try; doubles.")
+    webhook_backoff_max_s: float = Field(default=300.0, gt=0, description="Longest wait between tries.")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60, description="Bound on one webhook request.")
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, v: str) -> str:
@@ -151,6 +165,14 @@ class Settings(BaseSettings):
             attempts=self.delivery_attempts,
             backoff_s=self.delivery_backoff_s,
             backoff_max_s=max(self.delivery_backoff_max_s, self.delivery_backoff_s),
+        )
+
+    def webhook_policy(self) -> DeliveryPolicy:
+        return DeliveryPolicy(
+            attempts=self.webhook_attempts,
+            backoff_s=self.webhook_backoff_s,
+            backoff_max_s=max(self.webhook_backoff_max_s, self.webhook_backoff_s),
+            lease_s=self.webhook_timeout_s * 3,
         )
 
     def worker_threads(self, workers_on_host: int = 1) -> int:

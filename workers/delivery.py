@@ -170,8 +170,13 @@ def attempt_delivery(
 
 def claim_due(connection: Redis, queue_name: str, lease_s: float) -> str | None:
     """The id of one job whose delivery is due, leased to the caller for ``lease_s`` seconds."""
+    return claim_from(connection, outbox_key(queue_name), lease_s)
+
+
+def claim_from(connection: Redis, outbox: str, lease_s: float) -> str | None:
+    """The earliest due member of the sorted set ``outbox``, leased to the caller for ``lease_s`` seconds."""
     now = time.time()
-    claimed = connection.eval(_CLAIM, 1, outbox_key(queue_name), now, now + lease_s)
+    claimed = connection.eval(_CLAIM, 1, outbox, now, now + lease_s)
     return claimed.decode() if isinstance(claimed, bytes) else claimed
 
 

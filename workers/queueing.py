@@ -67,6 +67,34 @@ def make_queue(connection: Redis, name: str) -> Queue:
     return Queue(name, connection=connection, serializer=SERIALIZER)
 
 
+#: Job priorities, in the order workers drain their queues: a high job waits only for high ones.
+PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
+
+
+def priority_queue_name(base: str, priority: str) -> str:
+    """The RQ queue of one priority; normal jobs keep the base name (what every older process uses)."""
+    if priority not in PRIORITIES:
+        raise ValueError(f"unknown priority {priority!r}")
+    return base if priority == "normal" else f"{base}-{priority}"
+
+
+def base_queue_name(queue_name: str, priority: str) -> str:
+    """The base name of a priority queue (inverse of `priority_queue_name`)."""
+    suffix = "" if priority == "normal" else f"-{priority}"
+    return queue_name[: len(queue_name) - len(suffix)] if suffix and queue_name.endswith(suffix) else queue_name
+
+
+def priority_queues(connection: Redis, base: str) -> list[Queue]:
+    """Every priority's queue in drain order: a worker given this list takes high jobs first."""
+    return [make_queue(connection, priority_queue_name(base, p)) for p in PRIORITIES]
+
+
+def queues_ahead(queue_name: str, priority: str) -> list[str]:
+    """The queues drained before ``priority``'s: every job in them runs before a job of this one."""
+    base = base_queue_name(queue_name, priority)
+    return [priority_queue_name(base, p) for p in PRIORITIES[: PRIORITIES.index(priority)]]
+
+
 def cancel_key(job_id: str) -> str:
     """Set by DELETE /jobs/{id}; read by the worker between denoising steps."""
     return f"{KEY_PREFIX}:cancel:{job_id}"

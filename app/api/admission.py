@@ -23,6 +23,7 @@ from workers.estimates import (
 from workers.job_requests import DICOM_FORMATS, GenerateJob, Job
 from workers.submit import Submission
 from workers.watchdog import live_workers
+from workers.webhooks import check_callback_url
 
 
 def ensure_model_available(state: ServiceState, bundle_kind: str) -> None:
@@ -130,6 +131,15 @@ def resolve_delivery(state: ServiceState, formats: list[str], deliver: list[str]
     if not any(f in DICOM_FORMATS for f in formats):
         return ()
     return tuple(dict.fromkeys([*deliver, *(name for name, server in servers.items() if server.send_all)]))
+
+
+def check_callback(state: ServiceState, url: str | None) -> str | None:
+    """A callback the service may call (http(s), allowed host, no link-local or metadata address), or None."""
+    if url is None:
+        return None
+    if state.settings.webhook_secret is None:
+        raise BadInputError("this server signs no webhooks (MAMMOGEN_WEBHOOK_SECRET unset): callback_url refused")
+    return check_callback_url(url, state.settings.webhook_allowed_hosts)
 
 
 def accepted(request: Request, response: Response, sub: Submission) -> JobAccepted:

@@ -9,13 +9,14 @@ from redis import Redis
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from app.api.schemas import DeliveryInfo, ErrorInfo, JobInfo, JobProgressInfo, ResultLink
+from app.api.schemas import DeliveryInfo, ErrorInfo, JobInfo, JobProgressInfo, ResultLink, WebhookInfo
 from models.errors import JobNotFoundError
 from workers.delivery import read_delivery
 from workers.estimates import queued_eta_seconds, remaining_work, seconds_per_work
 from workers.progress import cancel_requested
-from workers.queueing import SERIALIZER, make_queue
+from workers.queueing import SERIALIZER, make_queue, queues_ahead
 from workers.watchdog import WORKER_LOST
+from workers.webhooks import read_webhook
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -88,6 +89,7 @@ def job_info(job: Job, connection: Redis, base_url: str) -> JobInfo:
         timings["run_s"] = round((job.ended_at - job.started_at).total_seconds(), 3)
     timings.update(summary.pop("timings", {}) if isinstance(summary.get("timings"), dict) else {})
     position = None
+    priority = meta.get("priority", "normal")
     if status == "queued":
         try:
             position = job.get_position()
@@ -96,6 +98,10 @@ def job_info(job: Job, connection: Redis, base_url: str) -> JobInfo:
         # nothing has run yet (or a retry starts over): the work ahead of it, then its own
         queue = make_queue(connection, job.origin)
         eta = queued_eta_seconds(queue, job, position) if position is not None else None
+        if position is not None:  # every job queued at a higher priority starts first
+            position += sum(
+                connection.llen(make_queue(connection, name).key) for name in queues_ahead(job.origin, priority)
+            )
         progress = JobProgressInfo(fraction=0.0, eta_s=eta)
     elif status == "running" and progress.eta_s is None and remaining_work(job) > 0:
         progress.eta_s = round(seconds_per_work(make_queue(connection, job.origin)) * remaining_work(job), 1)
@@ -104,6 +110,7 @@ def job_info(job: Job, connection: Redis, base_url: str) -> JobInfo:
         kind=meta.get("kind", "unknown"),
         status=status,  # type: ignore[arg-type]
         rq_status=rq_status,
+        priority=priority,
         queue_position=position,
         progress=progress,
         created_at=_iso(job.created_at),
@@ -116,7 +123,13 @@ def job_info(job: Job, connection: Redis, base_url: str) -> JobInfo:
         results=results,
         summary=summary,
         delivery=_delivery(connection, job.id) if status == "succeeded" else None,
+        webhook=_webhook(connection, job.id),
     )
+
+
+def _webhook(connection: Redis, job_id: str) -> WebhookInfo | None:
+    record = read_webhook(connection, job_id)
+    return WebhookInfo(**record) if record else None
 
 
 def _delivery(connection: Redis, job_id: str) -> DeliveryInfo | None:

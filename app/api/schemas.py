@@ -29,6 +29,7 @@ Sampler = Literal[SAMPLERS]  # type: ignore[valid-type]
 Stitching = Literal[STITCHING_MODES]  # type: ignore[valid-type]
 OutputFormat = Literal[OUTPUT_FORMATS]  # type: ignore[valid-type]
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Priority = Literal["high", "normal", "low"]
 #: A configured PACS, by its key in MAMMOGEN_PACS (docs/DICOM.md); never an address.
 PacsName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 DicomUid = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]
@@ -51,6 +52,14 @@ class DenoiseParams(_Strict):
     sampler: Sampler = "ddim"
     eta: float = Field(default=0.0, ge=0.0, le=1.0, description="DDIM eta (0 = deterministic).")
     formats: list[OutputFormat] = Field(default_factory=lambda: ["png16"], min_length=1, max_length=5)
+    priority: Priority = Field(
+        default="normal", description="high jobs start before normal ones, normal before low (one queue each)."
+    )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="http(s) URL that gets the final job record, signed, when the job ends (docs/SERVICE.md).",
+    )
     deliver: list[PacsName] = Field(
         default_factory=list,
         max_length=8,
@@ -287,6 +296,24 @@ class DeliveryInfo(BaseModel):
     instances: list[InstanceDelivery] = Field(default_factory=list)
 
 
+class WebhookAttempt(BaseModel):
+    at: float
+    status_code: int | None = None
+    error: str | None = None
+    duration_s: float | None = None
+
+
+class WebhookInfo(BaseModel):
+    """The callback of a job: waiting for the end, then each delivery attempt (retried with backoff)."""
+
+    url: str
+    status: Literal["waiting", "retrying", "delivered", "failed"]
+    event: str | None = None
+    attempts: list[WebhookAttempt] = Field(default_factory=list)
+    delivered_at: float | None = None
+    next_attempt_at: float | None = None
+
+
 class JobInfo(BaseModel):
     """GET /jobs/{id}: everything a client polls for."""
 
@@ -294,7 +321,10 @@ class JobInfo(BaseModel):
     kind: str
     status: JobState
     rq_status: str = Field(description="The underlying RQ status (queued, started, finished, failed, stopped, ...).")
-    queue_position: int | None = Field(default=None, description="0 = next; only while queued.")
+    priority: Priority = "normal"
+    queue_position: int | None = Field(
+        default=None, description="0 = next; only while queued. Counts the queued jobs of higher priority too."
+    )
     progress: JobProgressInfo = Field(default_factory=JobProgressInfo)
     created_at: str | None = None
     started_at: str | None = None
@@ -306,6 +336,7 @@ class JobInfo(BaseModel):
     results: list[ResultLink] = Field(default_factory=list)
     summary: dict[str, Any] = Field(default_factory=dict, description="Model, seed, stats the job reported.")
     delivery: DeliveryInfo | None = Field(default=None, description="PACS delivery of the DICOM results, if any.")
+    webhook: WebhookInfo | None = Field(default=None, description="The callback_url delivery, if the job has one.")
 
     model_config = ConfigDict(
         json_schema_extra={

@@ -23,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from workers.queueing import DEFAULT_REDIS_URL, connect, make_queue, wait_for_redis
+    from workers.queueing import DEFAULT_REDIS_URL, connect, priority_queues, wait_for_redis
     from workers.runtime import WorkerRuntime
     from workers.store import ResultStore
     from workers.worker import MammogenWorker, run_worker
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     )
     extra = {"name": args.name} if args.name else {}
     worker = MammogenWorker(
-        [make_queue(connection, args.queue or settings.queue_name)],
+        priority_queues(connection, args.queue or settings.queue_name),  # high, normal, low: drained in order
         connection=connection,
         runtime=runtime,
         heartbeat_s=settings.heartbeat_s,

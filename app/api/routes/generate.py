@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from app.api.admission import (
     accepted,
     admit_cost,
+    check_callback,
     check_generate_request,
     check_output_size,
     ensure_model_available,
@@ -55,6 +56,8 @@ def generate(
         estimate=cost.to_dict(),
         idempotency=idempotency_key,
         principal=principal,
+        priority=body.priority,
+        callback_url=check_callback(state, body.callback_url),
     )
     if not sub.replayed:
         metrics.submitted.labels(kind="generate").inc()

@@ -23,6 +23,7 @@ from app.api.admission import (
     accepted,
     admit_cost,
     bundle_summary,
+    check_callback,
     check_output_size,
     ensure_model_available,
     preprocess_config,
@@ -82,6 +83,8 @@ def _submit(
         principal=principal,
         prepare=store_upload,
         discard=state.store.delete_job,
+        priority=params.priority,
+        callback_url=check_callback(state, params.callback_url),
     )
 
 
@@ -136,7 +139,7 @@ async def _admit_upload(
     resolution: str | None = None,
 ) -> Upload:
     """Queue room, then the header, then the decode and the worker's checks: each step only if the last passed."""
-    await run_in_threadpool(state.submitter.check_room)
+    await run_in_threadpool(state.submitter.check_room, params.priority)
     upload = await header_of(await _input_bytes(state, params, file), state.settings)
     _check_dicom_outputs(params.formats, upload.info)
     if scale is not None:
