@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
 from redis import Redis
 
 from app import version
@@ -21,7 +22,7 @@ from app.api.limits import BodyLimitMiddleware
 from app.api.methods import AllowMiddleware
 from app.api.metrics import Metrics
 from app.api.openapi import install_openapi
-from app.api.routes import events, generate, health, jobs, metrics, models, results, uploads
+from app.api.routes import events, generate, health, jobs, metrics, models, results, uploads, web
 from app.api.state import ServiceState
 from app.api.waiting import JobWatcher
 from app.settings import Settings, get_settings
@@ -97,8 +98,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     install_openapi(app, settings)
-    for module in (generate, uploads, jobs, events, results, models, health, metrics):
+    for module in (generate, uploads, jobs, events, results, models, health, metrics, web):
         app.include_router(module.router)
+    app.mount("/ui", StaticFiles(directory=web.WEB_DIR), name="ui")
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -41,6 +41,7 @@ def test_openapi_documents_every_endpoint_with_examples(tmp_path):
         "/jobs/{job_id}",
         "/jobs/{job_id}/events",
         "/jobs/{job_id}/results/{name}",
+        "/jobs/{job_id}/results/{name}/preview",
         "/models",
         "/healthz",
         "/readyz",

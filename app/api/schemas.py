@@ -51,7 +51,9 @@ class DenoiseParams(_Strict):
     steps: int = Field(default=50, ge=1, le=MAX_STEPS, description="Denoising steps per stage.")
     sampler: Sampler = "ddim"
     eta: float = Field(default=0.0, ge=0.0, le=1.0, description="DDIM eta (0 = deterministic).")
-    formats: list[OutputFormat] = Field(default_factory=lambda: ["png16"], min_length=1, max_length=5)
+    formats: list[OutputFormat] = Field(
+        default_factory=lambda: ["png16"], min_length=1, max_length=5, json_schema_extra={"default": ["png16"]}
+    )
     priority: Priority = Field(
         default="normal", description="high jobs start before normal ones, normal before low (one queue each)."
     )
