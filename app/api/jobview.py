@@ -22,7 +22,7 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def fetch_job(connection: Redis, job_id: str) -> Job:
-    if not job_id or len(job_id) > 64 or not all(c.isalnum() or c in "-_" for c in job_id):
+    if not job_id or len(job_id) > 64 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in job_id):
         raise JobNotFoundError(f"no job {job_id!r}")
     try:
         job = Job.fetch(job_id, connection=connection, serializer=SERIALIZER)

@@ -31,6 +31,7 @@ class ErrorBody(BaseModel):
 
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+_VALIDATION_REF = {"$ref": "#/components/schemas/HTTPValidationError"}
 _DESCRIPTIONS = {
     401: "Missing or wrong X-API-Key.",
     404: "Unknown or expired job, or no such result.",
@@ -74,11 +75,7 @@ def _route_statuses(route: APIRoute) -> set[int]:
 
 def _error_content(status: int, existing: dict[str, Any]) -> dict[str, Any]:
     if status == 422:  # FastAPI's field errors, or a BadInputError naming the problem
-        schemas = [_ERROR_REF]
-        old = existing.get("content", {}).get("application/json", {}).get("schema")
-        if old:
-            schemas.insert(0, old)
-        return {"application/json": {"schema": {"anyOf": schemas} if len(schemas) > 1 else schemas[0]}}
+        return {"application/json": {"schema": {"anyOf": [_VALIDATION_REF, _ERROR_REF]}}}
     return {"application/json": {"schema": _ERROR_REF}}
 
 
@@ -89,7 +86,9 @@ def build_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
         description=app.description,
         routes=app.routes,
     )
-    schema.setdefault("components", {}).setdefault("schemas", {})["ErrorBody"] = ErrorBody.model_json_schema()
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["ErrorBody"] = ErrorBody.model_json_schema()
+    components.setdefault("HTTPValidationError", _http_validation_error())
     for route in leaf_routes(app.routes):
         if not isinstance(route, APIRoute) or not route.include_in_schema:
             continue
@@ -109,6 +108,12 @@ def build_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
         if side in generate:
             _set_maximum(generate[side], settings.max_image_side)
     return schema
+
+
+def _http_validation_error() -> dict[str, Any]:
+    from fastapi.openapi.utils import validation_error_response_definition
+
+    return validation_error_response_definition
 
 
 def _set_maximum(prop: dict[str, Any], maximum: int) -> None:

@@ -31,6 +31,18 @@ router = APIRouter(tags=["jobs"])
 KEEPALIVE_S = 15.0
 
 
+#: One event of the stream (its data is the job record as JSON, or for ``gone`` an error body).
+EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "event": {"type": "string", "enum": ["progress", "final", "gone"]},
+        "data": {"type": "string"},
+    },
+    "required": ["event", "data"],
+}
+
+
 def sse(event: str, data: str, event_id: str | None = None) -> bytes:
     head = f"id: {event_id}\n" if event_id else ""
     return f"{head}event: {event}\ndata: {data}\n\n".encode()
@@ -42,7 +54,7 @@ def sse(event: str, data: str, event_id: str | None = None) -> bytes:
     response_class=StreamingResponse,
     responses={
         200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
             "description": "`progress` events (the job record) on each change, then one `final` event "
             "(the final record with result links) and the end of the stream; `gone` when the job is deleted.",
         },
