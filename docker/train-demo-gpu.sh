@@ -2,7 +2,7 @@
 # Train the four demo networks on one GPU (H100/H200) and grade them: the GPU path of the recipe.
 #
 #   bash docker/train-demo-gpu.sh OUT_DIR          # plan gpu: all four networks share the GPU (--jobs 4)
-#   PLAN=quick bash docker/train-demo-gpu.sh /tmp/x  # dry run of the same script (CPU, minutes)
+#   PLAN=quick JOBS=2 THREADS=1 bash docker/train-demo-gpu.sh /tmp/x  # dry run on a 2-core CPU (minutes)
 #
 # Writes OUT_DIR/bundles/{demo-mambo,demo-dualview}, OUT_DIR/work (run folders, logs, previews),
 # OUT_DIR/grade (report.md/json, contact sheets) and OUT_DIR/timings.txt. Budget: 8 minutes of wall
@@ -18,7 +18,7 @@ import torch
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
 PY
 start=$(date +%s)
-OMP_NUM_THREADS=2 "$py" -m app.cli.main train demo --plan "$plan" --jobs 4 --threads 2 --no-progress \
+OMP_NUM_THREADS="${THREADS:-2}" "$py" -m app.cli.main train demo --plan "$plan" --jobs "${JOBS:-4}" --threads "${THREADS:-2}" --no-progress \
   --out "$out/bundles" --work "$out/work" --seed 0 > "$out/train.log" 2>&1
 trained=$(date +%s)
 echo "train_s $((trained - start))" > "$out/timings.txt"

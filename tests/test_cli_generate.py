@@ -23,7 +23,7 @@ def test_bundle_create_writes_a_random_weight_bundle_and_info_verifies_it(tiny_b
     assert main(["bundle", "info", str(tiny_bundle)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["random_weights"] is True and info["verified"] is True and info["kind"] == "mambo"
-    assert info["geometry"] == {"s": 32, "k": 3, "overlap": 4, "native_size": [96, 128]}
+    assert info["geometry"] == {"s": 32, "k": 3, "overlap": 4, "conditioning": "paper", "native_size": [96, 128]}
     assert info["networks"]["patch"]["in_channels"] == 3
 
 

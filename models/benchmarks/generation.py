@@ -35,8 +35,6 @@ from models.mambo import STAGES, MamboPipeline, random_mambo_networks
 from models.options import SamplingOptions, request_seeds
 from models.schedulers import NOISE_SCHEDULE
 
-STAGE_IN_CHANNELS = {"global": 1, "local": 3, "patch": 3}
-
 
 @dataclass
 class Networks:
@@ -154,7 +152,8 @@ def bench_generate(
     acceleration = acceleration or Acceleration()
     networks = load_networks(bundle, preset, patch, seed)
     s = networks.geometry.s
-    flops = {n: count_forward_flops(networks.nets[n], STAGE_IN_CHANNELS[n], s) for n in STAGES}
+    # input channels from each network (aligned conditioning adds one to stages 2 and 3)
+    flops = {n: count_forward_flops(networks.nets[n], int(networks.nets[n].config.in_channels), s) for n in STAGES}
     env = environment(device)
     configs = {"candidate": (acceleration, stitching, max_batch)}
     if reference:
