@@ -359,6 +359,15 @@ def trained_image_size(bundle: Any) -> tuple[int, int] | None:
     return None
 
 
+def example_row(case: Case) -> np.ndarray:
+    """One row for people to look at: input | overlay | ground truth (red) vs mask (green)."""
+    r = case.result
+    gray = np.repeat(np.clip(r.preprocessed, 0, 1)[..., None], 3, axis=-1)
+    cmp = np.zeros_like(gray)
+    cmp[..., 0], cmp[..., 1] = case.target, r.mask
+    return np.concatenate([gray, r.overlay(), cmp], axis=1)
+
+
 def write_outputs(out: Path, report: dict[str, Any], header: dict[str, Any], text: str, test: list[Case]) -> None:
     from models.imaging.files import atomic_write, write_png8
 
@@ -374,12 +383,6 @@ def write_outputs(out: Path, report: dict[str, Any], header: dict[str, Any], tex
             writer.writerow([name, r["threshold_mode"], r["threshold"], r["iou"], r["dice"], r["lesion_area_px"]])
     atomic_write(out / "per_image.csv", lambda f: f.write(buf.getvalue().encode()))
     # examples for people: input | overlay | ground truth (red) vs mask (green)
-    rows = []
-    for c in test[:4]:
-        r = c.result
-        gray = np.repeat(np.clip(r.preprocessed, 0, 1)[..., None], 3, axis=-1)
-        cmp = np.zeros_like(gray)
-        cmp[..., 0], cmp[..., 1] = c.target, r.mask
-        rows.append(np.concatenate([gray, r.overlay(), cmp], axis=1))
+    rows = [example_row(c) for c in test[:4]]
     if rows:
         write_png8(out / "examples.png", np.concatenate(rows, axis=0))

@@ -380,7 +380,7 @@ def superres_gate(pipe: Any, plan: GradingPlan, out: Path, defaults: dict[str, A
 
 def anomaly_gate(pipe: Any, plan: GradingPlan, out: Path, defaults: dict[str, Any]) -> GateResult:
     """Anomaly maps of phantoms with masses: AUROC, IoU at a validation threshold, and raw intensity beside."""
-    from app.cli.evaluate.anomaly import evaluate_cases, make_cases
+    from app.cli.evaluate.anomaly import evaluate_cases, example_row, make_cases
     from models.anomaly import AnomalyPipeline
     from models.metrics.segmentation import pixel_auroc
 
@@ -406,13 +406,7 @@ def anomaly_gate(pipe: Any, plan: GradingPlan, out: Path, defaults: dict[str, An
         ge("mean IoU at the validation threshold", iou, 0.2, f"threshold chosen on {len(val)} validation views"),
         ge("heat-map AUROC - raw-intensity AUROC", heat - raw, 0.0, f"raw intensity AUROC {raw:.3f}"),
     ]
-    rows = []
-    for c in test[:4]:
-        r = c.result
-        gray = np.repeat(np.clip(r.preprocessed, 0, 1)[..., None], 3, axis=-1)
-        truth = np.zeros_like(gray)
-        truth[..., 0], truth[..., 1] = c.target, r.mask
-        rows.append(np.concatenate([gray, r.overlay(), truth], axis=1))
+    rows = [example_row(c) for c in test[:4]]
     sheets = [sheet(out, "anomaly-examples.png", resize(np.concatenate(rows), 256 * len(rows)))] if rows else []
     details = {
         "test_views": len(test),
