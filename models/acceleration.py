@@ -206,7 +206,13 @@ class PreparedUNet(nn.Module):
         return torch.channels_last if self.acceleration.channels_last else torch.contiguous_format
 
     @torch.no_grad()
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float | int, return_dict: bool = True) -> Any:
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        class_labels: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> Any:
         n = sample.shape[0]
         x = sample.to(dtype=self.acceleration.dtype)
         t = timestep
@@ -215,11 +221,13 @@ class PreparedUNet(nn.Module):
             x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
             if isinstance(t, torch.Tensor) and t.ndim == 1 and t.shape[0] == n:
                 t = torch.cat([t, t[-1:].expand(pad)])
+            if class_labels is not None:
+                class_labels = torch.cat([class_labels, class_labels[-1:].expand(pad)])
         x = x.contiguous(memory_format=self.memory_format)
         graphs = self.acceleration.compile_mode in CUDA_GRAPH_MODES and x.device.type == "cuda"
         if graphs:  # each call is a new iteration: earlier outputs may be reused by the graph pool
             torch.compiler.cudagraph_mark_step_begin()
-        out = self._forward(x, t, return_dict=False)[0]
+        out = self._forward(x, t, class_labels=class_labels, return_dict=False)[0]
         eps = out[:n].to(dtype=torch.float32).contiguous()
         if graphs and eps.data_ptr() == out.data_ptr():
             eps = eps.clone()  # a CUDA graph's output buffer is overwritten by the next replay

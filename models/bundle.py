@@ -36,6 +36,8 @@ NETWORKS: dict[str, tuple[str, ...]] = {
     "mambo": ("global", "local", "patch"),
     "dualview": ("dualview",),
 }
+#: Networks a bundle may add: "lesion", the mask-conditioned lesion network (insertion).
+OPTIONAL_NETWORKS: dict[str, tuple[str, ...]] = {"mambo": ("lesion",), "dualview": ()}
 
 DEFAULT_INTENDED_USE = "Research and software testing. Outputs are synthetic images, not for diagnostic use."
 
@@ -57,14 +59,20 @@ def save_bundle(
     intended_use: str = DEFAULT_INTENDED_USE,
     preprocess: PreprocessConfig | None = None,
     overwrite: bool = False,
+    classes: dict[str, list[str]] | None = None,
 ) -> Path:
     """Write a bundle atomically (built in a temp folder next to ``out_dir``, then renamed into place).
 
+    ``classes``: the class names of each class-conditional network, in label order (the manifest
+    lists them; a network's class embedding holds one more, "no class").
     ``preprocess``: the chain the training images went through (default: the default chain with
     ``intensity``); its intensity mapping must be ``intensity``.
     """
     out = Path(out_dir)
     _check_networks(kind, set(networks))
+    classes = classes or {}
+    for net_name, unet in networks.items():
+        _check_classes(net_name, unet, classes.get(net_name))
     preprocess = preprocess or PreprocessConfig(intensity=intensity)
     if preprocess.intensity != intensity:
         raise ValueError("the preprocessing config's intensity mapping differs from the bundle's")
@@ -74,7 +82,7 @@ def save_bundle(
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         net_info: dict[str, Any] = {}
-        for net_name in NETWORKS[kind]:
+        for net_name in (*NETWORKS[kind], *(n for n in OPTIONAL_NETWORKS[kind] if n in networks)):
             unet = networks[net_name]
             unet.save_pretrained(tmp / net_name, safe_serialization=True)
             net_info[net_name] = {
@@ -84,6 +92,7 @@ def save_bundle(
                 "out_channels": int(unet.config.out_channels),
                 "sample_size": _as_int(unet.config.sample_size),
                 "parameters": sum(p.numel() for p in unet.parameters()),
+                **({"classes": list(classes[net_name])} if classes.get(net_name) else {}),
             }
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {
@@ -161,6 +170,13 @@ class Bundle:
     @property
     def random_weights(self) -> bool:
         return bool(self.manifest["random_weights"])
+
+    def classes(self, name: str) -> tuple[str, ...]:
+        """The class names of network ``name`` in label order; () for a classless network."""
+        return tuple(self.manifest["networks"].get(name, {}).get("classes", ()))
+
+    def has_network(self, name: str) -> bool:
+        return name in self.manifest["networks"]
 
     def load_network(
         self, name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
@@ -270,8 +286,20 @@ def open_bundle(bundle: BundleRef, kind: BundleKind) -> Bundle:
 def _check_networks(kind: str, names: set[str]) -> None:
     if kind not in NETWORKS:
         raise ValueError(f"unknown bundle kind {kind!r}; choose one of {sorted(NETWORKS)}")
-    if names != set(NETWORKS[kind]):
-        raise ValueError(f"a {kind} bundle holds networks {NETWORKS[kind]}, got {sorted(names)}")
+    if not set(NETWORKS[kind]) <= names <= set(NETWORKS[kind]) | set(OPTIONAL_NETWORKS[kind]):
+        optional = f" (and optionally {OPTIONAL_NETWORKS[kind]})" if OPTIONAL_NETWORKS[kind] else ""
+        raise ValueError(f"a {kind} bundle holds networks {NETWORKS[kind]}{optional}, got {sorted(names)}")
+
+
+def _check_classes(name: str, unet: UNet2DModel, classes: list[str] | None) -> None:
+    """A class-conditional network needs its class names, one per embedding but the last; a classless none."""
+    embeds = unet.config.get("num_class_embeds")
+    if classes and (not embeds or len(classes) != embeds - 1):
+        raise ValueError(f"network {name}: {len(classes)} class names for {embeds or 0} class embeddings (need n + 1)")
+    if embeds and not classes:
+        raise ValueError(f"network {name} is class-conditional ({embeds - 1} classes): name its classes")
+    if classes and len(set(classes)) != len(classes):
+        raise ValueError(f"network {name}: class names repeat: {classes}")
 
 
 def _as_int(v: Any) -> int | list[int]:
@@ -289,11 +317,14 @@ def create_random_bundle(
     overwrite: bool = False,
     schedule: dict[str, Any] | None = None,
     conditioning: str = "paper",
+    classes: tuple[str, ...] = (),
+    lesion_network: bool = False,
 ) -> Path:
     """A random-weight bundle (manifest says so) for smoke tests, benchmarks and wiring the service.
 
     Geometry follows the preset's network size s: k = 3, overlap = s / 8 (the paper's 32 at s = 256);
-    ``schedule`` (default: the paper's) and ``conditioning`` let tests cover every recorded variant.
+    ``schedule`` (default: the paper's) and ``conditioning`` let tests cover every recorded variant;
+    ``classes`` makes the MAMBO stage networks class-conditional, ``lesion_network`` adds a lesion network.
     """
     from models.geometry import MamboGeometry
     from models.intensity import DEFAULT_INTENSITY
@@ -310,8 +341,20 @@ def create_random_bundle(
         geo.plan(*native)  # refuse native sizes the pipeline could not make
         geometry: dict[str, Any] = {**geo.to_dict(), "native_size": [int(native[0]), int(native[1])]}
         ctx = 1 + geo.context_channels
-        networks = {"global": build_unet(preset, 1), "local": build_unet(preset, ctx), "patch": build_unet(preset, ctx)}
+        n = len(classes)
+        networks = {
+            "global": build_unet(preset, 1, classes=n),
+            "local": build_unet(preset, ctx, classes=n),
+            "patch": build_unet(preset, ctx, classes=n),
+        }
+        named = {k: list(classes) for k in networks} if classes else {}
+        if lesion_network:
+            from models.lesion_spec import LESION_KINDS
+
+            networks["lesion"] = build_unet(preset, 3, classes=len(LESION_KINDS))
+            named["lesion"] = list(LESION_KINDS)
     elif kind == "dualview":
+        named = {}
         geometry = {"size": s, "chest_wall": "left"}
         networks = {"dualview": build_unet(preset, 3, 3)}
     else:
@@ -329,4 +372,5 @@ def create_random_bundle(
         random_weights=True,
         description=f"Random-weight {preset} {kind} bundle: outputs are noise-like. For tests and benchmarks only.",
         overwrite=overwrite,
+        classes=named,
     )

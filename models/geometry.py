@@ -248,6 +248,17 @@ def area_downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
     return y.reshape(*lead, *y.shape[-2:])
 
 
+def area_downsample_image(image: np.ndarray, factor: int) -> np.ndarray:
+    """:func:`area_downsample` of a 2-D image of any size: a ragged edge block averages the pixels it
+    has (edge-replicated), so every input pixel lands in some output pixel."""
+    a = np.asarray(image, np.float32)
+    if factor == 1:
+        return a.copy()
+    h, w = -(-a.shape[0] // factor), -(-a.shape[1] // factor)
+    padded = np.pad(a, ((0, h * factor - a.shape[0]), (0, w * factor - a.shape[1])), mode="edge")
+    return area_downsample(torch.from_numpy(padded), factor).numpy()
+
+
 def to_canvas(image: torch.Tensor, side: int, fill: float = BACKGROUND) -> torch.Tensor:
     """Place an (..., H, W) image at the top-left of a side x side canvas filled with background."""
     return crop(image, Box(0, 0, side, side), fill)

@@ -41,6 +41,7 @@ from models.requests import GenerationRequest
 from models.sampling import CallStats, SamplerSpec, denoise, tile_generator, unet_predictor
 from models.schedulers import NOISE_SCHEDULE
 from models.stitching import StageStats, denoise_grids
+from models.unet import null_class
 
 ChestWall = Literal["left", "right"]
 STAGES: tuple[str, ...] = ("global", "local", "patch")
@@ -102,8 +103,14 @@ class MamboPipeline:
         max_side: int = DEFAULT_MAX_SIDE,
         name: str = "mambo",
         version: str = "",
+        classes: tuple[str, ...] = (),
+        lesion_unet: UNet2DModel | None = None,
+        lesion_classes: tuple[str, ...] = (),
     ) -> None:
         self.global_unet, self.local_unet, self.patch_unet = global_unet, local_unet, patch_unet
+        # class names of the class-conditional stage networks (label order), and the optional
+        # mask-conditioned lesion network (models.lesion_insertion) with its lesion kinds
+        self.classes, self.lesion_unet, self.lesion_classes = tuple(classes), lesion_unet, tuple(lesion_classes)
         self.schedule = dict(schedule or NOISE_SCHEDULE)
         self.geometry = geometry or MamboGeometry()
         self.preprocess = preprocess  # how real inputs (super-resolution) are prepared for these networks
@@ -118,6 +125,12 @@ class MamboPipeline:
                     f"the {name} network must take {cin} channel(s) and predict 1, "
                     f"got {unet.config.in_channels} -> {unet.config.out_channels}"
                 )
+            if null_class(unet) is not None and null_class(unet) != len(self.classes):
+                raise BundleIntegrityError(
+                    f"the {name} network has {null_class(unet)} classes, the bundle names {len(self.classes)}"
+                )
+        if lesion_unet is not None and (lesion_unet.config.in_channels, lesion_unet.config.out_channels) != (3, 1):
+            raise BundleIntegrityError("the lesion network must take 3 channels (image, window, mask) and predict 1")
 
     @classmethod
     def from_bundle(
@@ -130,6 +143,7 @@ class MamboPipeline:
     ) -> MamboPipeline:
         b = open_bundle(bundle, "mambo")
         native = b.geometry.get("native_size")
+        classes = next((b.classes(n) for n in STAGES if b.classes(n)), ())
         return cls(
             *(b.load_network(n, device, dtype) for n in STAGES),
             schedule=b.schedule,
@@ -139,6 +153,9 @@ class MamboPipeline:
             max_side=max_side,
             name=b.name,
             version=b.version,
+            classes=classes,
+            lesion_unet=b.load_network("lesion", device, dtype) if b.has_network("lesion") else None,
+            lesion_classes=b.classes("lesion"),
         )
 
     @property
@@ -171,6 +188,7 @@ class MamboPipeline:
             request.width,
             request.options,
             chest_wall=request.chest_wall,
+            label=request.label,
             callback=callback,
             cancel=cancel,
         )
@@ -191,10 +209,12 @@ class MamboPipeline:
         options: SamplingOptions = DEFAULT_OPTIONS,
         *,
         chest_wall: ChestWall = "left",
+        label: str | None = None,
         callback: ProgressFn | None = None,
         cancel: CancelFn | None = None,
     ) -> list[MamboResult]:
-        """One image per seed of ``options``, denoised in lock-step: their tiles share every batch (a wave
+        """One image per seed of ``options`` (of class ``label`` on class-conditional bundles), denoised in
+        lock-step: their tiles share every batch (a wave
         holds its tiles of every image), so small waves fill the device. Image i equals a single run with
         seeds[i] up to batched-arithmetic bits. The results share one stats object (images = len(seeds))."""
         height = self.native_size[0] if height is None else height
@@ -202,7 +222,7 @@ class MamboPipeline:
         plan = self.plan(height, width)
         if chest_wall not in ("left", "right"):
             raise BadInputError(f"chest_wall must be 'left' or 'right', got {chest_wall!r}")
-        spec = self.spec(options)
+        spec = self.spec(options, label)
         n = options.steps
         weights = {"global": n, "local": plan.local_grid.n * n, "patch": plan.patch_grid.n * n}
         reporter = Reporter(callback, cancel, stage_weights=weights)
@@ -221,9 +241,20 @@ class MamboPipeline:
         stats.seconds = time.perf_counter() - t0
         return [MamboResult(f, g, m, stats, plan) for f, g, m in zip(fulls, globals_, mids, strict=True)]
 
-    def spec(self, options: SamplingOptions) -> SamplerSpec:
-        """The request's options on this bundle's noise schedule (built once per request, passed to every stage)."""
-        return SamplerSpec(options, self.schedule)
+    def spec(self, options: SamplingOptions, label: str | None = None) -> SamplerSpec:
+        """The request's options and class on this bundle's noise schedule (built once per request, passed
+        to every stage)."""
+        return SamplerSpec(options, self.schedule, self.class_index(label))
+
+    def class_index(self, label: str | None) -> int | None:
+        """BadInputError for a class the bundle does not have (or any class, for a classless bundle)."""
+        if label is None:
+            return None
+        if not self.classes:
+            raise BadInputError(f"bundle {self.name} is not class-conditional: leave class unset")
+        if label not in self.classes:
+            raise BadInputError(f"unknown class {label!r}; bundle {self.name} has {', '.join(self.classes)}")
+        return self.classes.index(label)
 
     # ---- stages (images in [0, 1], breast facing left) -------------------------------------------------
 
@@ -254,7 +285,9 @@ class MamboPipeline:
         seeds = spec.options.seeds
         s, t0, calls = self.geometry.s, time.perf_counter(), CallStats()
         x0 = denoise(
-            unet_predictor(self.global_unet, None, spec.options.max_batch, calls),
+            unet_predictor(
+                self.global_unet, None, spec.options.max_batch, calls, spec.label, spec.options.guidance_scale
+            ),
             spec,
             (len(seeds), 1, s, s),
             [tile_generator(seed, "global", 0) for seed in seeds],

@@ -30,11 +30,14 @@ MAX_STEPS = 1000
 #: A batch bound above this is a typo, not a memory budget.
 MAX_BATCH = 4096
 MAX_SEED = 2**63 - 1
+#: Classifier-free guidance beyond this only saturates.
+MAX_GUIDANCE = 20.0
 
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    """How to sample: sampler, steps, eta (DDIM), tile stitching, tiles per network call, the seeds.
+    """How to sample: sampler, steps, eta (DDIM), tile stitching, tiles per network call, the seeds,
+    the classifier-free guidance scale (class-conditional networks only).
 
     ``seeds`` holds one seed per image (generation), per reconstruction (anomaly maps) or per pair
     (dual-view); ``skip_background`` and ``fused_weights`` only matter to tiled (MAMBO) stages.
@@ -48,6 +51,7 @@ class SamplingOptions:
     seeds: tuple[int, ...] = (0,)
     skip_background: bool = True
     fused_weights: FusedWeights = "feather"
+    guidance_scale: float = 1.0  # classifier-free guidance of class-conditional networks (1: plain conditional)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -66,6 +70,10 @@ class SamplingOptions:
         if self.fused_weights not in FUSED_WEIGHTS:
             raise BadInputError(f"fused_weights must be one of {', '.join(FUSED_WEIGHTS)}, got {self.fused_weights!r}")
         _set(self, "skip_background", bool(self.skip_background))
+        g = self.guidance_scale
+        if isinstance(g, bool) or not isinstance(g, numbers.Real) or not 0.0 <= g <= MAX_GUIDANCE:
+            raise BadInputError(f"guidance_scale must be a number in [0, {MAX_GUIDANCE:g}], got {g!r}")
+        _set(self, "guidance_scale", float(g))
 
     @property
     def seed(self) -> int:

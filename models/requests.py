@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar
 
 from models.anomaly_postprocess import BINARIZE_MODES, STRONG_POST, BinarizeMode, PostProcess
 from models.errors import BadInputError
+from models.lesion_spec import MAX_LESIONS, LesionSpec
 from models.options import DEFAULT_OPTIONS, SamplingOptions
 
 Model = Literal["mambo", "dualview"]
@@ -62,7 +63,9 @@ class GenerationRequest(_Request):
     """MAMBO images or dual-view CC + MLO pairs: one per seed of ``options``.
 
     ``height``/``width`` unset: the bundle's native size (MAMBO; dual-view pairs have a fixed size).
-    ``laterality`` decides the chest-wall side of the output (standard display).
+    ``laterality`` decides the chest-wall side of the output (standard display). ``label``: the class
+    of a class-conditional MAMBO bundle (API field ``class``). ``lesions``: inserted into every image
+    after generation (``models.lesion_insertion``), with their masks returned.
     """
 
     model: Model = "mambo"
@@ -70,6 +73,8 @@ class GenerationRequest(_Request):
     width: int | None = None
     laterality: Laterality = "R"
     options: SamplingOptions = DEFAULT_OPTIONS
+    label: str | None = None
+    lesions: tuple[LesionSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -81,6 +86,17 @@ class GenerationRequest(_Request):
                 raise BadInputError(f"{name} must be a positive integer, got {value!r}")
         if self.model == "dualview" and (self.height is not None or self.width is not None):
             raise BadInputError("dual-view pairs have the bundle's fixed size: leave height and width unset")
+        if self.label is not None and (not isinstance(self.label, str) or not self.label):
+            raise BadInputError(f"class must be a class name, got {self.label!r}")
+        if self.model == "dualview" and (self.label is not None or self.lesions):
+            raise BadInputError("class and lesions apply to MAMBO images, not dual-view pairs")
+        lesions = tuple(les if isinstance(les, LesionSpec) else LesionSpec.from_dict(les) for les in self.lesions)
+        if len(lesions) > MAX_LESIONS:
+            raise BadInputError(f"at most {MAX_LESIONS} lesions per image, got {len(lesions)}")
+        object.__setattr__(self, "lesions", lesions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "lesions": [les.to_dict() for les in self.lesions]}
 
     @property
     def count(self) -> int:
@@ -120,6 +136,28 @@ class SuperResConfig(_Request):
                 raise BadInputError(f"target {self.height}x{self.width} is smaller than the {h}x{w} input")
             return int(self.height), int(self.width)
         return h * int(self.scale or 0), w * int(self.scale or 0)
+
+
+@dataclass(frozen=True)
+class InsertionRequest(_Request):
+    """Lesions to insert into one image (``models.lesion_insertion``); ``options`` holds one seed and
+    the guidance scale."""
+
+    lesions: tuple[LesionSpec, ...] = ()
+    options: SamplingOptions = DEFAULT_OPTIONS
+
+    def __post_init__(self) -> None:
+        lesions = tuple(les if isinstance(les, LesionSpec) else LesionSpec.from_dict(les) for les in self.lesions)
+        if not lesions:
+            raise BadInputError("give at least one lesion")
+        if len(lesions) > MAX_LESIONS:
+            raise BadInputError(f"at most {MAX_LESIONS} lesions per image, got {len(lesions)}")
+        object.__setattr__(self, "lesions", lesions)
+        if len(self.options.seeds) != 1:
+            raise BadInputError(f"lesion insertion takes one seed, got {len(self.options.seeds)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "lesions": [les.to_dict() for les in self.lesions]}
 
 
 #: The stronger recipe's sampling: DDPM over the whole 1000-step schedule, five reconstructions.

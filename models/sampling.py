@@ -26,6 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from models.errors import BadInputError
 from models.options import SamplingOptions
 from models.schedulers import NOISE_SCHEDULE, make_scheduler, scheduler_step
+from models.unet import null_class
 
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> predicted noise
 StepCallback = Callable[[int, int], None]  # (steps done, steps total) of this call
@@ -38,6 +39,7 @@ class SamplerSpec:
 
     options: SamplingOptions
     schedule: dict[str, Any] | None = None
+    label: int | None = None  # class index for class-conditional networks (None: unconditional)
 
     def __post_init__(self) -> None:
         train_steps = int({**NOISE_SCHEDULE, **(self.schedule or {})}["num_train_timesteps"])
@@ -80,21 +82,49 @@ def start_index_for_timestep(spec: SamplerSpec, t_start: int) -> int:
 
 
 def unet_predictor(
-    unet: UNet2DModel, cond: torch.Tensor | None, max_batch: int, stats: CallStats | None = None
+    unet: UNet2DModel,
+    cond: torch.Tensor | None,
+    max_batch: int,
+    stats: CallStats | None = None,
+    label: int | None = None,
+    guidance_scale: float = 1.0,
 ) -> Predictor:
-    """(x_t, t) -> noise prediction of the denoised channels, cond appended clean, in chunks of max_batch."""
+    """(x_t, t) -> prediction of the denoised channels, cond appended clean, in chunks of max_batch.
+
+    Class-conditional networks get ``label`` (None: their "no class" label). With a label and
+    ``guidance_scale`` w != 1, classifier-free guidance: u + w (c - u) from the conditional and the
+    unconditional prediction of each tile, so every stitching mode guides every tile the same way
+    (w = 1 is exactly the conditional model). Classless networks ignore both.
+    """
     if max_batch < 1:
         raise ValueError("max_batch must be >= 1")
     dtype = unet.dtype
+    null = null_class(unet)
+    if null is not None and label is not None and not 0 <= label < null:
+        raise BadInputError(f"class index {label} is not one of this network's {null} classes")
+    guided = null is not None and label is not None and guidance_scale != 1.0
+    cls = null if label is None else label
+
+    def net(inp: torch.Tensor, t: torch.Tensor, labels: list[int] | None) -> torch.Tensor:
+        if labels is None:
+            return unet(inp.to(dtype), t.to(inp.device)).sample.float()
+        class_labels = torch.tensor(labels, device=inp.device)
+        return unet(inp.to(dtype), t.to(inp.device), class_labels=class_labels).sample.float()
 
     def predict(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         outs = []
         for a in range(0, x_t.shape[0], max_batch):
             b = min(a + max_batch, x_t.shape[0])
             inp = x_t[a:b] if cond is None else torch.cat([x_t[a:b], cond[a:b]], dim=1)
-            outs.append(unet(inp.to(dtype), t.to(x_t.device)).sample.float())
+            n = b - a
+            if guided:
+                both = net(torch.cat([inp, inp]), t, [cls] * n + [null] * n)  # type: ignore[list-item]
+                c, u = both[:n], both[n:]
+                outs.append(u + guidance_scale * (c - u))
+            else:
+                outs.append(net(inp, t, None if null is None else [cls] * n))  # type: ignore[list-item]
             if stats is not None:
-                stats.model_evaluations += b - a
+                stats.model_evaluations += n * (2 if guided else 1)
                 stats.sequential_calls += 1
         return torch.cat(outs)
 

@@ -169,17 +169,20 @@ def channel0_loss(
     noise: torch.Tensor | None = None,
     schedule: dict[str, Any] | None = None,
     min_snr_gamma: float | None = None,
+    class_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Algorithm 1: noise only the denoised channels, keep the conditioning clean, MSE on the denoised channels.
 
     x0: (B, C0, s, s) targets in model range; cond: (B, Cc, s, s) clean context or None;
     timesteps: (B,) ints in [0, T). The target is the schedule's (noise or v); ``min_snr_gamma``
-    weights each example by Min-SNR. Returns the scalar loss.
+    weights each example by Min-SNR; ``class_labels`` (B,) for class-conditional networks. Returns the scalar loss.
     """
     noise = torch.randn_like(x0) if noise is None else noise
     x_t = training_scheduler(schedule).add_noise(x0, noise, timesteps)
     inputs = x_t if cond is None else torch.cat([x_t, cond], dim=1)
-    pred = unet(inputs, timesteps).sample
+    pred = (
+        unet(inputs, timesteps) if class_labels is None else unet(inputs, timesteps, class_labels=class_labels)
+    ).sample
     target = prediction_target(x0, noise, timesteps, schedule)
     weights = loss_weights(timesteps, schedule, min_snr_gamma)
     if weights is None:

@@ -84,7 +84,7 @@ def denoise_grids(
             known = torch.from_numpy(np.stack([grid.known_mask(i, j) for _, i, j in batch]))[:, None]
             cond = torch.stack([conditions[m](b) for (m, _, _), b in zip(batch, boxes, strict=True)]).to(device)
             x0 = denoise(
-                unet_predictor(unet, cond, max_batch, calls),
+                unet_predictor(unet, cond, max_batch, calls, spec.label, spec.options.guidance_scale),
                 spec,
                 (len(batch), channels, grid.size, grid.size),
                 [tile_generator(seeds[m], stage, grid.index(i, j)) for m, i, j in batch],
@@ -127,7 +127,7 @@ def _fused(
     for m, b in tiles:
         wsum[m, 0, b.y : b.y + s, b.x : b.x + s] += w
     covered = wsum > 0
-    tile_predict = unet_predictor(unet, cond, spec.options.max_batch, calls)
+    tile_predict = unet_predictor(unet, cond, spec.options.max_batch, calls, spec.label, spec.options.guidance_scale)
 
     def predict(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         # every tile predicts its noise; predictions are averaged where tiles overlap

@@ -24,7 +24,9 @@ class UNetPreset:
     attention_levels: int  # attention at this many of the lowest resolutions (and always in the mid block)
     sample_size: int
 
-    def config(self, in_channels: int, out_channels: int, sample_size: int | None = None) -> dict[str, Any]:
+    def config(
+        self, in_channels: int, out_channels: int, sample_size: int | None = None, classes: int = 0
+    ) -> dict[str, Any]:
         n = len(self.block_out_channels)
         down = tuple("AttnDownBlock2D" if i >= n - self.attention_levels else "DownBlock2D" for i in range(n))
         up = tuple("AttnUpBlock2D" if i < self.attention_levels else "UpBlock2D" for i in range(n))
@@ -38,6 +40,8 @@ class UNetPreset:
             "up_block_types": up,
             "norm_num_groups": self.norm_num_groups,
             "attention_head_dim": self.attention_head_dim,
+            # one embedding per class plus the last, "no class" (label dropout, classifier-free guidance)
+            "num_class_embeds": classes + 1 if classes else None,
         }
 
 
@@ -55,14 +59,26 @@ UNET_PRESETS: dict[str, UNetPreset] = {
 
 
 def build_unet(
-    preset: Preset | str, in_channels: int, out_channels: int = 1, sample_size: int | None = None
+    preset: Preset | str, in_channels: int, out_channels: int = 1, sample_size: int | None = None, classes: int = 0
 ) -> UNet2DModel:
-    """A randomly initialised denoiser of the given preset (``in_channels`` includes the conditioning)."""
+    """A randomly initialised denoiser of the given preset (``in_channels`` includes the conditioning);
+    ``classes`` > 0 adds a class embedding (see :func:`null_class`)."""
     if preset not in UNET_PRESETS:
         raise ValueError(f"unknown U-Net preset {preset!r}; choose one of {sorted(UNET_PRESETS)}")
     if out_channels > in_channels:
         raise ValueError("out_channels (denoised channels) cannot exceed in_channels")
-    return UNet2DModel(**UNET_PRESETS[preset].config(in_channels, out_channels, sample_size))
+    if classes < 0:
+        raise ValueError("classes must be >= 0")
+    return UNet2DModel(**UNET_PRESETS[preset].config(in_channels, out_channels, sample_size, classes))
+
+
+def null_class(unet: UNet2DModel) -> int | None:
+    """The label meaning "no class" of a class-conditional network (its last embedding), None if classless.
+
+    Trained with label dropout, so the same network is the unconditional model of classifier-free guidance.
+    """
+    n = unet.config.get("num_class_embeds")
+    return int(n) - 1 if n else None
 
 
 def count_parameters(unet: UNet2DModel) -> int:

@@ -82,8 +82,9 @@ class BatchSource(Protocol):
     channels: int
     size: int
 
-    def batch(self, generator: torch.Generator, batch_size: int) -> torch.Tensor:
-        """(B, channels, size, size) float32 in model range [-1, 1], drawn only from ``generator``."""
+    def batch(self, generator: torch.Generator, batch_size: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(B, channels, size, size) float32 in model range [-1, 1], drawn only from ``generator``;
+        class-labelled sources return (that, (B,) int64 class indices)."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -91,8 +92,8 @@ class BatchSource(Protocol):
         ...
 
 
-#: (unet, x0 batch, generator) -> scalar loss. Timesteps and noise must come from ``generator``.
-Objective = Callable[[UNet2DModel, torch.Tensor, torch.Generator], torch.Tensor]
+#: (unet, x0 batch, generator[, class labels]) -> scalar loss. Timesteps and noise must come from ``generator``.
+Objective = Callable[..., torch.Tensor]
 #: (EMA unet, generator) -> images in [0, 1], (N, H, W) or (N, H, W, 3), for a PNG preview grid.
 Previewer = Callable[[UNet2DModel, torch.Generator], np.ndarray]
 
@@ -107,17 +108,32 @@ def step_generator(seed: int, step: int, rank: int = 0, stream: int = 0) -> torc
 
 
 def diffusion_objective(
-    denoised_channels: int, schedule: dict[str, Any] | None = None, min_snr_gamma: float = 0.0
+    denoised_channels: int,
+    schedule: dict[str, Any] | None = None,
+    min_snr_gamma: float = 0.0,
+    label_dropout: float = 0.0,
+    null_label: int | None = None,
 ) -> Objective:
-    """Algorithm 1 on batches whose first ``denoised_channels`` channels are denoised, the rest clean context."""
-    num_t = int(full_schedule(schedule)["num_train_timesteps"])
+    """Algorithm 1 on batches whose first ``denoised_channels`` channels are denoised, the rest clean context.
 
-    def objective(unet: UNet2DModel, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    Class labels, when the batch has them, are replaced by ``null_label`` with probability
+    ``label_dropout``, so one network also learns the unconditional case (classifier-free guidance).
+    """
+    num_t = int(full_schedule(schedule)["num_train_timesteps"])
+    if label_dropout > 0 and null_label is None:
+        raise ValueError("label dropout needs the null label")
+
+    def objective(
+        unet: UNet2DModel, x: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x0 = x[:, :denoised_channels]
         cond = x[:, denoised_channels:] if x.shape[1] > denoised_channels else None
         timesteps = torch.randint(0, num_t, (x.shape[0],), generator=generator).to(x.device)
         noise = torch.randn(x0.shape, generator=generator).to(device=x.device, dtype=x.dtype)
-        return channel0_loss(unet, x0, cond, timesteps, noise, schedule, min_snr_gamma)
+        if labels is not None and label_dropout > 0:
+            drop = (torch.rand(labels.shape, generator=generator) < label_dropout).to(labels.device)
+            labels = torch.where(drop, torch.full_like(labels, int(null_label)), labels)  # type: ignore[arg-type]
+        return channel0_loss(unet, x0, cond, timesteps, noise, schedule, min_snr_gamma, labels)
 
     return objective
 
@@ -135,7 +151,10 @@ def diffusion_previewer(
     @torch.no_grad()
     def preview(unet: UNet2DModel, generator: torch.Generator) -> np.ndarray:
         device = next(unet.parameters()).device
-        x = source.batch(generator, count).to(device)
+        drawn = source.batch(generator, count)
+        x, labels = (drawn[0], drawn[1].to(device)) if isinstance(drawn, tuple) else (drawn, None)
+        x = x.to(device)
+        extra = {} if labels is None else {"class_labels": labels}
         cond = x[:, denoised_channels:] if x.shape[1] > denoised_channels else None
         sch = make_scheduler("ddim", schedule)
         sch.set_timesteps(steps)
@@ -143,7 +162,7 @@ def diffusion_previewer(
         for t in sch.timesteps:
             # 1. predict (noise or v, as the schedule says) of the denoised channels, context given clean
             inputs = sample if cond is None else torch.cat([sample, cond], dim=1)
-            out = unet(inputs, t).sample
+            out = unet(inputs, t, **extra).sample
             # 2. x_t -> x_t-1
             sample = scheduler_step(sch, out, t, sample, None)
         gen = IntensityMapping.from_model(sample.float()).cpu().numpy()
@@ -375,10 +394,13 @@ def train(
     )
     for step in bar:
         gen = step_generator(config.seed, step, rank)
-        x0 = source.batch(gen, config.batch_size).to(device)
+        drawn = source.batch(gen, config.batch_size)
+        x0, labels = (
+            (drawn[0].to(device), drawn[1].to(device)) if isinstance(drawn, tuple) else (drawn.to(device), None)
+        )
         model.train()
         with accelerator.autocast():
-            loss = objective(model, x0, gen)
+            loss = objective(model, x0, gen) if labels is None else objective(model, x0, gen, labels)
         accelerator.backward(loss)
         grad_norm = None
         if config.grad_clip > 0:

@@ -4,6 +4,7 @@
     mammogen train export mambo --stage1 RUN --stage2 RUN --stage3 RUN --out BUNDLE_DIR
     mammogen train export dualview --run RUN --out BUNDLE_DIR
     mammogen train demo --out models/demo_bundles --seed 0
+    mammogen train lesions --bundle models/demo_bundles/demo-mambo --work runs/lesions
 
 Multi-GPU / multi-host: ``accelerate launch -m app.cli.main train stage3 ...``; every rank draws its
 own batches from (seed, step, rank), so the run is reproducible for a given world size.
@@ -84,6 +85,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     demo.add_argument("--no-progress", action="store_true")
     demo.add_argument("--threads", default="auto", help=THREADS_HELP)
     demo.add_argument("--jobs", type=int, default=1, help="train the 4 networks in N parallel processes")
+
+    les = sub.add_parser(
+        "lesions",
+        help="train the mask-conditioned lesion network on lesion phantoms and add it to a MAMBO bundle",
+        description="Train the lesion network (insertion) for a MAMBO bundle's geometry, schedule and "
+        "preprocessing on lesion phantoms with their healthy twins, then write the bundle with it added.",
+    )
+    les.add_argument("--bundle", type=Path, default=Path("models/demo_bundles/demo-mambo"), help="MAMBO bundle")
+    les.add_argument("--work", type=Path, default=Path("runs/lesions"), help="run folder")
+    les.add_argument("--out", type=Path, default=None, help="write the extended bundle here (default: in place)")
+    les.add_argument("--version", default=None, help="version of the extended bundle (default: unchanged)")
+    les.add_argument("--seed", type=int, default=0)
+    les.add_argument("--steps", type=int, default=None, help="training steps (default: the plan's)")
+    les.add_argument("--cases", type=int, default=None, help="lesion phantom cases (default: the plan's)")
+    les.add_argument("--resume", action="store_true", help="continue an interrupted run in --work")
+    les.add_argument("--no-progress", action="store_true")
+    les.add_argument("--threads", default="auto", help=THREADS_HELP)
+    les.add_argument("--jobs", type=int, default=1, help="processes that draw the phantoms")
 
 
 def _configure_stage(p: argparse.ArgumentParser) -> None:
@@ -175,7 +194,42 @@ def run(args: argparse.Namespace) -> int:
         return _run_export(args)
     if args.target == "demo":
         return _run_demo(args)
+    if args.target == "lesions":
+        return _run_lesions(args)
     return _run_stage(args)
+
+
+def _run_lesions(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from training.lesions import LesionPlan, add_lesion_network, train_lesion_network
+
+    plan = LesionPlan()
+    if args.steps is not None:
+        plan = replace(plan, steps=args.steps)
+    if args.cases is not None:
+        plan = replace(plan, cases=args.cases)
+    result = train_lesion_network(
+        args.bundle,
+        args.work,
+        plan=plan,
+        seed=args.seed,
+        resume=args.resume,
+        progress=not args.no_progress,
+        jobs=args.jobs,
+    )
+    out = add_lesion_network(args.bundle, args.work, args.out, args.version)
+    print(
+        json.dumps(
+            {
+                "bundle": str(out),
+                "steps": result.steps,
+                "final_loss": result.final_loss,
+                "seconds": round(result.seconds, 1),
+            }
+        )
+    )
+    return 0
 
 
 def _run_stage(args: argparse.Namespace) -> int:
