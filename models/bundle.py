@@ -60,11 +60,13 @@ def save_bundle(
     preprocess: PreprocessConfig | None = None,
     overwrite: bool = False,
     classes: dict[str, list[str]] | None = None,
+    network_info: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """Write a bundle atomically (built in a temp folder next to ``out_dir``, then renamed into place).
 
     ``classes``: the class names of each class-conditional network, in label order (the manifest
-    lists them; a network's class embedding holds one more, "no class").
+    lists them; a network's class embedding holds one more, "no class"). ``network_info``: more facts per
+    network for the manifest (e.g. the lesion network's ``conditioning``).
     ``preprocess``: the chain the training images went through (default: the default chain with
     ``intensity``); its intensity mapping must be ``intensity``.
     """
@@ -93,6 +95,7 @@ def save_bundle(
                 "sample_size": _as_int(unet.config.sample_size),
                 "parameters": sum(p.numel() for p in unet.parameters()),
                 **({"classes": list(classes[net_name])} if classes.get(net_name) else {}),
+                **(network_info or {}).get(net_name, {}),
             }
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {
@@ -174,6 +177,10 @@ class Bundle:
     def classes(self, name: str) -> tuple[str, ...]:
         """The class names of network ``name`` in label order; () for a classless network."""
         return tuple(self.manifest["networks"].get(name, {}).get("classes", ()))
+
+    def network_info(self, name: str) -> dict[str, Any]:
+        """What the manifest records about network ``name`` (channels, classes, conditioning, ...)."""
+        return dict(self.manifest["networks"].get(name, {}))
 
     def has_network(self, name: str) -> bool:
         return name in self.manifest["networks"]

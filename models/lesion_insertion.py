@@ -9,7 +9,8 @@ intensity mapping):
 
 1. pick the scale: native resolution (stage 3) when the lesion's edit region fits one s x s window,
    else the mid resolution (stage 2, area-downsampled by k);
-2. denoise that window with the lesion network, conditioned on the window as it is and the lesion
+2. denoise that window with the lesion network, conditioned on the window (as it is, or with the edit
+   region blanked for a network trained on real ROI masks: its manifest says which) and the lesion
    mask, guided toward the lesion kind; pixels outside the edit region are held by replacement (the
    same inpainting as MAMBO's overlaps), so the new pixels continue the old ones;
 3. blend the change into the image with a weight that is 1 on the lesion and falls to 0 at the edit
@@ -178,8 +179,14 @@ class LesionInserter(OnMambo):
         win_img, win_mask, win_region = (_window(a, y0, x0, s) for a in (low, mask_f, region_f))
         device = self.mambo.device
         x_img = IntensityMapping.to_model(torch.from_numpy(win_img))[None, None].to(device)
+        # the context: the window as it is ("healthy" conditioning), or with the edit region blanked ("masked")
+        context = (
+            x_img
+            if self.mambo.lesion_conditioning == "healthy"
+            else torch.where(torch.from_numpy(win_region)[None, None].to(device), torch.full_like(x_img, -1.0), x_img)
+        )
         cond = torch.cat(
-            [x_img, torch.from_numpy(np.where(win_mask, 1.0, -1.0).astype(np.float32))[None, None].to(device)], 1
+            [context, torch.from_numpy(np.where(win_mask, 1.0, -1.0).astype(np.float32))[None, None].to(device)], 1
         )
         label = self.kinds.index(les.kind)
         x0_gen = denoise(

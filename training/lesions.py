@@ -4,8 +4,12 @@ Every phantom view with lesions comes with the same acquisition without them (``
 and exact masks, which is what insertion needs to learn: given a healthy window and a lesion mask,
 draw that lesion there and leave the rest as it was. One example is an s x s window:
 
-    channel 0 (denoised): the view with the lesion       channel 1: the healthy twin
-    channel 2: the lesion's mask (1 inside, -1 outside)  label: the lesion kind (LESION_KINDS)
+    channel 0 (denoised): the view with the lesion       channel 1: the context
+    channel 2: the lesion's mask (1 inside, -1 outside)  label: the lesion kind (the network's classes)
+
+The context is the healthy twin ("healthy" conditioning, phantoms: the network learns to add a lesion
+to the tissue that is there) or, for real images with ROI masks and no twin, the window with the edit
+region blanked ("masked" conditioning: the network learns to fill the region with a lesion).
 
 Windows are cut at native resolution (stage 3) and, for lesions too large for a native window, at the
 mid resolution (stage 2: the view area-downsampled by the geometry's k), so one network serves both.
@@ -18,13 +22,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from scipy import ndimage
 
+from models.errors import BadInputError
 from models.geometry import area_downsample_image
+from models.imaging.files import read_png
+from models.imaging.readers import read_image
 from models.intensity import IntensityMapping
 from models.lesion_spec import LESION_KINDS, LesionSpec, disc, window_origin
 from models.preprocess import DEFAULT_PREPROCESS, PreprocessConfig, preprocess_image
@@ -39,7 +47,7 @@ class LesionExample:
     target: np.ndarray  # (s, s) in [0, 1]
     healthy: np.ndarray
     mask: np.ndarray  # bool
-    label: int  # index into LESION_KINDS, or len(LESION_KINDS): no lesion
+    label: int  # index into the network's classes, or len(classes): no lesion
     factor: int
 
 
@@ -61,61 +69,100 @@ def view_lesion_masks(view: PhantomView) -> list[np.ndarray]:
     return masks
 
 
+def canonical_examples(
+    image: np.ndarray,
+    lesion_masks: list[np.ndarray],
+    kinds: list[str],
+    breast: np.ndarray,
+    classes: tuple[str, ...],
+    size: int,
+    factors: tuple[int, ...],
+    rng: np.random.Generator,
+    *,
+    twin: np.ndarray | None = None,
+    windows_per_lesion: int = 4,
+    normal_windows: int = 2,
+) -> list[LesionExample]:
+    """Windows of a canonical (preprocessed) image around each lesion that hold no other lesion, at every
+    factor where the lesion's edit region fits the window, plus lesion-free windows.
+
+    The context channel is the healthy ``twin`` where there is one ("healthy" conditioning), else the
+    image with the lesion's edit region blanked to background ("masked" conditioning: real data).
+    """
+    out: list[LesionExample] = []
+    null = len(classes)
+    for factor in factors:
+        low = area_downsample_image(image, factor)
+        context = None if twin is None else area_downsample_image(twin, factor)
+        h, w = low.shape
+        scaled = [area_downsample_image(m.astype(np.float32), factor) >= 0.5 for m in lesion_masks]
+        specs = [LesionSpec(k, mask=m) if m.any() else None for k, m in zip(kinds, scaled, strict=True)]
+        regions = [sp.edit_region((h, w)) if sp is not None else np.zeros((h, w), bool) for sp in specs]
+        anywhere = np.zeros((h, w), bool)
+        for r in regions:
+            anywhere |= r
+        for n, spec in enumerate(specs):
+            if spec is None or spec.extent_px() > size:
+                continue
+            others = anywhere & ~regions[n]
+            slack = max(0.0, (size - spec.extent_px()) / 2.0)
+            ctx = context if context is not None else np.where(regions[n], 0.0, low).astype(np.float32)
+            for _ in range(windows_per_lesion):
+                y = window_origin(spec.center[0] + rng.uniform(-slack, slack), size, h)
+                x = window_origin(spec.center[1] + rng.uniform(-slack, slack), size, w)
+                win = (slice(y, y + size), slice(x, x + size))
+                if low[win].shape != (size, size) or others[win].any():
+                    continue
+                out.append(LesionExample(low[win], ctx[win], scaled[n][win], classes.index(spec.kind), factor))
+        ys, xs = np.nonzero(area_downsample_image(breast.astype(np.float32), factor) >= 0.5)
+        for _ in range(normal_windows if len(ys) else 0):
+            i = int(rng.integers(len(ys)))
+            y, x = window_origin(ys[i], size, h), window_origin(xs[i], size, w)
+            win = (slice(y, y + size), slice(x, x + size))
+            if low[win].shape == (size, size) and not anywhere[win].any():
+                ctx = low if context is None else context
+                out.append(LesionExample(low[win], ctx[win], np.zeros((size, size), bool), null, factor))
+    return out
+
+
 def view_examples(
     view: PhantomView,
     size: int,
     factors: tuple[int, ...],
     rng: np.random.Generator,
-    windows_per_lesion: int = 4,
-    normal_windows: int = 2,
     config: PreprocessConfig = DEFAULT_PREPROCESS,
 ) -> list[LesionExample]:
-    """Windows around each lesion of ``view`` that hold no other lesion, at every factor where the
-    lesion's edit region fits the window, plus lesion-free windows."""
+    """A lesion phantom view's examples, with its healthy twin as the context ("healthy" conditioning)."""
     prep = preprocess_image(view.image, None, config, companions=[view.healthy])
     masks = [prep.to_canonical(m) for m in view_lesion_masks(view)]
-    flipped, width = prep.orientation.flipped, view.image.shape[1]
+    kinds = [les.kind for les in view.lesions]
+    return canonical_examples(
+        prep.image, masks, kinds, prep.mask, LESION_KINDS, size, factors, rng, twin=prep.companions[0]
+    )
+
+
+def labelled_examples(
+    pairs: list[tuple[Path, Path]],
+    kind: str,
+    size: int,
+    factors: tuple[int, ...],
+    config: PreprocessConfig = DEFAULT_PREPROCESS,
+    seed: int = 0,
+) -> list[LesionExample]:
+    """Real images with ROI label masks (``x_mask.png`` beside ``x.dcm``; CBIS-DDSM ROIs, INbreast contours
+    drawn filled, VinDr-Mammo boxes drawn as rectangles): each connected region is one lesion of ``kind``;
+    "masked" conditioning, since a real lesion has no healthy twin."""
     out: list[LesionExample] = []
-    for factor in factors:
-        image, healthy = area_downsample_image(prep.image, factor), area_downsample_image(prep.companions[0], factor)
-        scaled = [area_downsample_image(m.astype(np.float32), factor) >= 0.5 for m in masks]
-        h, w = image.shape
-        specs = []
-        for les, m in zip(view.lesions, scaled, strict=True):
-            col = width - 1 - les.center[1] if flipped else les.center[1]
-            centre = ((les.center[0] + 0.5) / factor - 0.5, (col + 0.5) / factor - 0.5)
-            specs.append(LesionSpec(les.kind, centre, max(les.diameter_px / factor, 3.0)) if m.any() else None)
-        regions = [s.edit_region((h, w)) if s is not None else np.zeros((h, w), bool) for s in specs]
-        for n, spec in enumerate(specs):
-            if spec is None or spec.extent_px() > size:
-                continue
-            others = np.zeros((h, w), bool)
-            for k, r in enumerate(regions):
-                if k != n:
-                    others |= r
-            slack = max(0.0, (size - spec.extent_px()) / 2.0)
-            for _ in range(windows_per_lesion):
-                y = window_origin(spec.center[0] + rng.uniform(-slack, slack), size, h)
-                x = window_origin(spec.center[1] + rng.uniform(-slack, slack), size, w)
-                win = (slice(y, y + size), slice(x, x + size))
-                if image[win].shape != (size, size) or others[win].any():
-                    continue
-                out.append(
-                    LesionExample(image[win], healthy[win], scaled[n][win], LESION_KINDS.index(spec.kind), factor)
-                )
-        breast = area_downsample_image(prep.mask.astype(np.float32), factor) >= 0.5
-        anywhere = np.zeros((h, w), bool)
-        for r in regions:
-            anywhere |= r
-        ys, xs = np.nonzero(breast)
-        for _ in range(normal_windows if len(ys) else 0):
-            i = int(rng.integers(len(ys)))
-            y, x = window_origin(ys[i], size, h), window_origin(xs[i], size, w)
-            win = (slice(y, y + size), slice(x, x + size))
-            if image[win].shape == (size, size) and not anywhere[win].any():
-                out.append(
-                    LesionExample(image[win], healthy[win], np.zeros((size, size), bool), len(LESION_KINDS), factor)
-                )
+    for n, (image_path, mask_path) in enumerate(pairs):
+        image, info = read_image(image_path)
+        label = read_png(mask_path)
+        if label.shape != image.shape:
+            raise BadInputError(f"label mask {mask_path} is {label.shape}, its image {image.shape}")
+        prep = preprocess_image(image, info, config)
+        regions, count = ndimage.label(prep.to_canonical(label > 0))
+        masks = [regions == i for i in range(1, count + 1)]
+        rng = np.random.default_rng([seed, n])
+        out += canonical_examples(prep.image, masks, [kind] * count, prep.mask, (kind,), size, factors, rng)
     return out
 
 
@@ -152,9 +199,14 @@ class LesionSource:
 
     channels = LESION_CHANNELS
 
-    def __init__(self, examples: list[LesionExample], description: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        examples: list[LesionExample],
+        description: dict[str, Any] | None = None,
+        classes: tuple[str, ...] = LESION_KINDS,
+    ) -> None:
         if not examples:
-            raise ValueError("no lesion examples")
+            raise BadInputError("no lesion examples: no lesion fits a window (or no labelled lesions were found)")
         self.size = int(examples[0].target.shape[0])
         to_model = IntensityMapping.to_model
         self.x = torch.from_numpy(
@@ -163,13 +215,13 @@ class LesionSource:
             ).astype(np.float32)
         )
         self.labels = torch.tensor([e.label for e in examples], dtype=torch.long)
-        kinds = [LESION_KINDS[e.label] if e.label < len(LESION_KINDS) else "none" for e in examples]
+        kinds = [classes[e.label] if e.label < len(classes) else "none" for e in examples]
         self.description = {
             **(description or {}),
             "examples": len(examples),
             "by_kind": {k: kinds.count(k) for k in sorted(set(kinds))},
             "by_factor": {str(f): sum(e.factor == f for e in examples) for f in sorted({e.factor for e in examples})},
-            "classes": list(LESION_KINDS),
+            "classes": list(classes),
         }
 
     def batch(self, generator: torch.Generator, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,8 +300,12 @@ def train_lesion_network(
     progress: bool = True,
     jobs: int = 1,
     stop_after: int | None = None,
+    data: list[tuple[Path, Path]] | None = None,
+    kind: str = "mass",
 ) -> Any:
-    """Train the lesion network for ``bundle`` (its geometry, schedule and preprocessing) into ``run_dir``."""
+    """Train the lesion network for ``bundle`` (its geometry, schedule and preprocessing) into ``run_dir``:
+    on lesion phantoms ("healthy" conditioning, every phantom kind), or on ``data`` (image, ROI label
+    mask) pairs whose regions are all lesions of ``kind`` ("masked" conditioning)."""
     from models.bundle import open_bundle
     from models.unet import build_unet
     from training.loop import diffusion_objective, diffusion_previewer, train
@@ -257,25 +313,28 @@ def train_lesion_network(
     plan = plan or LesionPlan()
     b = open_bundle(bundle, "mambo")
     s, k = int(b.geometry["s"]), int(b.geometry["k"])
-    examples = lesion_examples(plan.cases, plan.first_seed, plan.image_size, s, (1, k), b.preprocess, jobs)
-    source = LesionSource(
-        examples,
-        {
+    if data is None:
+        classes, conditioning = LESION_KINDS, "healthy"
+        examples = lesion_examples(plan.cases, plan.first_seed, plan.image_size, s, (1, k), b.preprocess, jobs)
+        what = {
             "kind": "procedural lesion phantoms (training/phantoms.py) with their healthy twins",
             "cases": plan.cases,
             "first_seed": plan.first_seed,
             "size": list(plan.image_size),
-            "factors": [1, k],
-            **examples_summary(examples),
-        },
-    )
+        }
+    else:
+        classes, conditioning = (kind,), "masked"
+        examples = labelled_examples(data, kind, s, (1, k), b.preprocess, seed)
+        what = {"kind": "images with ROI label masks", "images": len(data), "first": str(data[0][0]) if data else None}
+    source = LesionSource(examples, {**what, "factors": [1, k], **examples_summary(examples)}, classes)
     torch.manual_seed(seed)
-    unet = build_unet(plan.preset, LESION_CHANNELS, 1, sample_size=s, classes=len(LESION_KINDS))
+    unet = build_unet(plan.preset, LESION_CHANNELS, 1, sample_size=s, classes=len(classes))
     meta = {
         "kind": "mambo",
         "network": "lesion",
         "preset": plan.preset,
-        "classes": list(LESION_KINDS),
+        "classes": list(classes),
+        "conditioning": conditioning,
         "factors": [1, k],
         "bundle": {"name": b.name, "version": b.version},
         "schedule": b.schedule,
@@ -285,7 +344,7 @@ def train_lesion_network(
     return train(
         unet,
         source,
-        diffusion_objective(1, b.schedule, 0.0, plan.label_dropout, len(LESION_KINDS)),
+        diffusion_objective(1, b.schedule, 0.0, plan.label_dropout, len(classes)),
         config,
         run_dir,
         resume=resume,
@@ -301,8 +360,6 @@ def add_lesion_network(
 ) -> Any:
     """Write ``bundle_dir`` (or a copy at ``out_dir``) with the run's EMA lesion network added, stored in
     the bundle's own weight dtype; everything else the bundle records is kept."""
-    from pathlib import Path
-
     from models.bundle import load_bundle, save_bundle
     from training.export import load_run_unet, read_run
 
@@ -336,5 +393,6 @@ def add_lesion_network(
         intended_use=m["intended_use"],
         preprocess=b.preprocess,
         overwrite=True,
-        classes={"lesion": list(LESION_KINDS)},
+        classes={"lesion": list(run["meta"].get("classes", LESION_KINDS))},
+        network_info={"lesion": {"conditioning": run["meta"].get("conditioning", "healthy")}},
     )

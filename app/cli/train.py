@@ -96,6 +96,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     les.add_argument("--work", type=Path, default=Path("runs/lesions"), help="run folder")
     les.add_argument("--out", type=Path, default=None, help="write the extended bundle here (default: in place)")
     les.add_argument("--version", default=None, help="version of the extended bundle (default: unchanged)")
+    les.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="real images with ROI label masks (x_mask.png beside x.dcm/x.png; each region one lesion) "
+        "instead of lesion phantoms",
+    )
+    les.add_argument("--kind", default="mass", help="the lesion kind of every ROI in --data")
     les.add_argument("--seed", type=int, default=0)
     les.add_argument("--steps", type=int, default=None, help="training steps (default: the plan's)")
     les.add_argument("--cases", type=int, default=None, help="lesion phantom cases (default: the plan's)")
@@ -209,6 +217,18 @@ def _run_lesions(args: argparse.Namespace) -> int:
         plan = replace(plan, steps=args.steps)
     if args.cases is not None:
         plan = replace(plan, cases=args.cases)
+    data = None
+    if args.data is not None:
+        from training.ingest import split_label_masks
+
+        if not args.data.is_dir():
+            raise BadInputError(f"--data {args.data} is not a folder")
+        _, labels, orphans = split_label_masks(sorted(p for p in args.data.rglob("*") if p.is_file()))
+        if orphans:
+            raise BadInputError(f"label masks without their image: {', '.join(str(p) for p in orphans[:3])}")
+        if not labels:
+            raise BadInputError(f"no image with a label mask (x_mask.png beside x.*) in {args.data}")
+        data = sorted(labels.items())
     result = train_lesion_network(
         args.bundle,
         args.work,
@@ -217,6 +237,8 @@ def _run_lesions(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
         jobs=args.jobs,
+        data=data,
+        kind=args.kind,
     )
     out = add_lesion_network(args.bundle, args.work, args.out, args.version)
     print(
