@@ -64,6 +64,17 @@ class IntensityMapping:
         y = (x + 1.0) / 2.0
         return y.clamp(0.0, 1.0) if isinstance(y, torch.Tensor) else np.clip(y, 0.0, 1.0)
 
+    # a change of the image (a lesion layer: lesion minus its healthy twin) <-> model range ----------
+    @staticmethod
+    def residual_to_model(change: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """Image-range difference -> model range, amplified by RESIDUAL_GAIN so faint masses (0.05) are not
+        lost in the noise while bright calcifications (0.35) stay inside the clipped [-1, 1]."""
+        return change * (2.0 * RESIDUAL_GAIN)
+
+    @staticmethod
+    def residual_from_model(x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        return x / (2.0 * RESIDUAL_GAIN)
+
     def to_dict(self) -> dict[str, Any]:
         return {"image_range": [0.0, 1.0], "model_range": [-1.0, 1.0], **asdict(self)}
 
@@ -76,6 +87,8 @@ class IntensityMapping:
 
 
 DEFAULT_INTENSITY = IntensityMapping()
+#: Amplification of lesion layers in model range (see ``IntensityMapping.residual_to_model``).
+RESIDUAL_GAIN = 1.4
 
 
 def to_uint16(image: np.ndarray) -> np.ndarray:

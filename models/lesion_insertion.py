@@ -179,12 +179,11 @@ class LesionInserter(OnMambo):
         win_img, win_mask, win_region = (_window(a, y0, x0, s) for a in (low, mask_f, region_f))
         device = self.mambo.device
         x_img = IntensityMapping.to_model(torch.from_numpy(win_img))[None, None].to(device)
-        # the context: the window as it is ("healthy" conditioning), or with the edit region blanked ("masked")
-        context = (
-            x_img
-            if self.mambo.lesion_conditioning == "healthy"
-            else torch.where(torch.from_numpy(win_region)[None, None].to(device), torch.full_like(x_img, -1.0), x_img)
-        )
+        residual = self.mambo.lesion_conditioning == "residual"
+        region_t = torch.from_numpy(win_region)[None, None].to(device)
+        # the context: the window as it is ("residual": the network draws the lesion layer over it), or
+        # with the edit region blanked ("masked": the network redraws the region, lesion included)
+        context = x_img if residual else torch.where(region_t, torch.full_like(x_img, -1.0), x_img)
         cond = torch.cat(
             [context, torch.from_numpy(np.where(win_mask, 1.0, -1.0).astype(np.float32))[None, None].to(device)], 1
         )
@@ -195,11 +194,13 @@ class LesionInserter(OnMambo):
             (1, 1, s, s),
             [tile_generator(spec.options.seed, "lesion", n)],
             device=device,
-            known_x0=x_img,
-            known_mask=torch.from_numpy(~win_region)[None, None],
+            known_x0=torch.zeros_like(x_img) if residual else x_img,  # outside the region: no change
+            known_mask=~region_t.cpu(),
             on_step=lambda i, total: reporter.step("lesion", n * total + i, n_lesions * total),
         )
-        change = (IntensityMapping.from_model(x0_gen[0, 0].float()).cpu().numpy() - win_img) * win_region
+        out = x0_gen[0, 0].float().cpu().numpy()
+        change = IntensityMapping.residual_from_model(out) if residual else IntensityMapping.from_model(out) - win_img
+        change = change * win_region
         h, w = low.shape
         hh, ww = min(s, h - y0), min(s, w - x0)
         canvas = np.zeros(low.shape, np.float32)

@@ -106,7 +106,7 @@ class MamboPipeline:
         classes: tuple[str, ...] = (),
         lesion_unet: UNet2DModel | None = None,
         lesion_classes: tuple[str, ...] = (),
-        lesion_conditioning: str = "healthy",
+        lesion_conditioning: str = "residual",
     ) -> None:
         self.global_unet, self.local_unet, self.patch_unet = global_unet, local_unet, patch_unet
         # class names of the class-conditional stage networks (label order), and the optional
@@ -131,8 +131,8 @@ class MamboPipeline:
                 raise BundleIntegrityError(
                     f"the {name} network has {null_class(unet)} classes, the bundle names {len(self.classes)}"
                 )
-        if lesion_conditioning not in ("healthy", "masked"):
-            raise BundleIntegrityError(f"unknown lesion conditioning {lesion_conditioning!r} (healthy or masked)")
+        if lesion_conditioning not in ("residual", "masked"):
+            raise BundleIntegrityError(f"unknown lesion conditioning {lesion_conditioning!r} (residual or masked)")
         if lesion_unet is not None and (lesion_unet.config.in_channels, lesion_unet.config.out_channels) != (3, 1):
             raise BundleIntegrityError("the lesion network must take 3 channels (image, window, mask) and predict 1")
 
@@ -160,7 +160,7 @@ class MamboPipeline:
             classes=classes,
             lesion_unet=b.load_network("lesion", device, dtype) if b.has_network("lesion") else None,
             lesion_classes=b.classes("lesion"),
-            lesion_conditioning=b.network_info("lesion").get("conditioning", "healthy"),
+            lesion_conditioning=b.network_info("lesion").get("conditioning", "residual"),
         )
 
     @property

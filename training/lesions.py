@@ -44,8 +44,8 @@ LESION_CHANNELS = 3
 
 @dataclass(frozen=True)
 class LesionExample:
-    target: np.ndarray  # (s, s) in [0, 1]
-    healthy: np.ndarray
+    target: np.ndarray  # (s, s): the image in [0, 1] ("masked") or the lesion layer, image - twin ("residual")
+    healthy: np.ndarray  # the context channel in [0, 1]
     mask: np.ndarray  # bool
     label: int  # index into the network's classes, or len(classes): no lesion
     factor: int
@@ -86,8 +86,9 @@ def canonical_examples(
     """Windows of a canonical (preprocessed) image around each lesion that hold no other lesion, at every
     factor where the lesion's edit region fits the window, plus lesion-free windows.
 
-    The context channel is the healthy ``twin`` where there is one ("healthy" conditioning), else the
-    image with the lesion's edit region blanked to background ("masked" conditioning: real data).
+    With a healthy ``twin`` ("residual" conditioning) the denoised target is the lesion layer, image
+    minus twin, and the context the twin; without one ("masked" conditioning: real data) the target is
+    the image and the context the image with the lesion's edit region blanked to background.
     """
     out: list[LesionExample] = []
     null = len(classes)
@@ -113,7 +114,8 @@ def canonical_examples(
                 win = (slice(y, y + size), slice(x, x + size))
                 if low[win].shape != (size, size) or others[win].any():
                     continue
-                out.append(LesionExample(low[win], ctx[win], scaled[n][win], classes.index(spec.kind), factor))
+                target = low[win] if context is None else low[win] - context[win]
+                out.append(LesionExample(target, ctx[win], scaled[n][win], classes.index(spec.kind), factor))
         ys, xs = np.nonzero(area_downsample_image(breast.astype(np.float32), factor) >= 0.5)
         for _ in range(normal_windows if len(ys) else 0):
             i = int(rng.integers(len(ys)))
@@ -121,7 +123,8 @@ def canonical_examples(
             win = (slice(y, y + size), slice(x, x + size))
             if low[win].shape == (size, size) and not anywhere[win].any():
                 ctx = low if context is None else context
-                out.append(LesionExample(low[win], ctx[win], np.zeros((size, size), bool), null, factor))
+                target = low[win] if context is None else low[win] - context[win]
+                out.append(LesionExample(target, ctx[win], np.zeros((size, size), bool), null, factor))
     return out
 
 
@@ -132,7 +135,7 @@ def view_examples(
     rng: np.random.Generator,
     config: PreprocessConfig = DEFAULT_PREPROCESS,
 ) -> list[LesionExample]:
-    """A lesion phantom view's examples, with its healthy twin as the context ("healthy" conditioning)."""
+    """A lesion phantom view's examples: the lesion layer over its healthy twin ("residual" conditioning)."""
     prep = preprocess_image(view.image, None, config, companions=[view.healthy])
     masks = [prep.to_canonical(m) for m in view_lesion_masks(view)]
     kinds = [les.kind for les in view.lesions]
@@ -204,14 +207,16 @@ class LesionSource:
         examples: list[LesionExample],
         description: dict[str, Any] | None = None,
         classes: tuple[str, ...] = LESION_KINDS,
+        conditioning: str = "residual",
     ) -> None:
         if not examples:
             raise BadInputError("no lesion examples: no lesion fits a window (or no labelled lesions were found)")
         self.size = int(examples[0].target.shape[0])
         to_model = IntensityMapping.to_model
+        target = IntensityMapping.residual_to_model if conditioning == "residual" else to_model
         self.x = torch.from_numpy(
             np.stack(
-                [np.stack([to_model(e.target), to_model(e.healthy), np.where(e.mask, 1.0, -1.0)]) for e in examples]
+                [np.stack([target(e.target), to_model(e.healthy), np.where(e.mask, 1.0, -1.0)]) for e in examples]
             ).astype(np.float32)
         )
         self.labels = torch.tensor([e.label for e in examples], dtype=torch.long)
@@ -304,7 +309,7 @@ def train_lesion_network(
     kind: str = "mass",
 ) -> Any:
     """Train the lesion network for ``bundle`` (its geometry, schedule and preprocessing) into ``run_dir``:
-    on lesion phantoms ("healthy" conditioning, every phantom kind), or on ``data`` (image, ROI label
+    on lesion phantoms ("residual" conditioning, every phantom kind), or on ``data`` (image, ROI label
     mask) pairs whose regions are all lesions of ``kind`` ("masked" conditioning)."""
     from models.bundle import open_bundle
     from models.unet import build_unet
@@ -314,7 +319,7 @@ def train_lesion_network(
     b = open_bundle(bundle, "mambo")
     s, k = int(b.geometry["s"]), int(b.geometry["k"])
     if data is None:
-        classes, conditioning = LESION_KINDS, "healthy"
+        classes, conditioning = LESION_KINDS, "residual"
         examples = lesion_examples(plan.cases, plan.first_seed, plan.image_size, s, (1, k), b.preprocess, jobs)
         what = {
             "kind": "procedural lesion phantoms (training/phantoms.py) with their healthy twins",
@@ -326,7 +331,7 @@ def train_lesion_network(
         classes, conditioning = (kind,), "masked"
         examples = labelled_examples(data, kind, s, (1, k), b.preprocess, seed)
         what = {"kind": "images with ROI label masks", "images": len(data), "first": str(data[0][0]) if data else None}
-    source = LesionSource(examples, {**what, "factors": [1, k], **examples_summary(examples)}, classes)
+    source = LesionSource(examples, {**what, "factors": [1, k], **examples_summary(examples)}, classes, conditioning)
     torch.manual_seed(seed)
     unet = build_unet(plan.preset, LESION_CHANNELS, 1, sample_size=s, classes=len(classes))
     meta = {
@@ -394,5 +399,5 @@ def add_lesion_network(
         preprocess=b.preprocess,
         overwrite=True,
         classes={"lesion": list(run["meta"].get("classes", LESION_KINDS))},
-        network_info={"lesion": {"conditioning": run["meta"].get("conditioning", "healthy")}},
+        network_info={"lesion": {"conditioning": run["meta"]["conditioning"]}},
     )
