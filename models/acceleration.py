@@ -32,8 +32,9 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 #: The named settings of ``MAMMOGEN_ACCELERATION`` / ``--acceleration`` (any `Acceleration.label` works too).
 SETTINGS = ("auto", "reference", "optimised")
-#: Attributes under which the pipelines hold their networks (MAMBO's three, dual-view's one).
-NETWORK_ATTRIBUTES = ("global_unet", "local_unet", "patch_unet", "unet")
+#: Attributes under which the pipelines hold their networks (MAMBO's three and its optional lesion network,
+#: dual-view's one).
+NETWORK_ATTRIBUTES = ("global_unet", "local_unet", "patch_unet", "lesion_unet", "unet")
 #: Compiled graphs per network = its batch buckets; dynamo's default limit (8 per code object, which all
 #: networks of a pipeline share) would silently fall back to eager after a few buckets.
 RECOMPILE_LIMIT = 64

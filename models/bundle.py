@@ -227,8 +227,12 @@ class Bundle:
             "geometry": m["geometry"],
             "preprocess": self.preprocess.to_dict(),
             "schedule": m["schedule"],
-            "networks": {
-                k: {kk: v[kk] for kk in ("in_channels", "out_channels", "sample_size", "parameters")}
+            "networks": {  # with the class names of class-conditional ones (the API checks lesion kinds on them)
+                k: {
+                    kk: v[kk]
+                    for kk in ("in_channels", "out_channels", "sample_size", "parameters", "classes")
+                    if kk in v
+                }
                 for k, v in m["networks"].items()
             },
             "files": len(m["files"]),

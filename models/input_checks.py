@@ -15,7 +15,7 @@ import numpy as np
 from models.errors import BadInputError
 from models.preprocess import DEFAULT_PREPROCESS, PreprocessConfig, Preprocessed, preprocess_image
 
-InputKind = Literal["super-resolve", "anomaly-map"]
+InputKind = Literal["super-resolve", "anomaly-map", "insert-lesion"]
 
 
 def check_input_size(

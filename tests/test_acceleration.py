@@ -191,3 +191,17 @@ def test_warm_up_covers_every_batch_bucket_a_compiled_network_can_see(accel, max
     net.unet.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
     warm_up(net, (32, 32), batches)
     assert seen == batches
+
+
+def test_accelerate_prepares_the_lesion_network_too(tmp_path):
+    """Insertion runs the bundle's lesion network: the CLI and the worker prepare it like the stage networks."""
+    from models.bundle import create_random_bundle
+    from models.lesion_insertion import LesionInserter
+
+    bundle = create_random_bundle(tmp_path / "b", preset="tiny", lesion_network=True)
+    accel = Acceleration(dtype=torch.bfloat16, channels_last=True)
+    inserter = accelerate(LesionInserter.from_bundle(bundle), accel)
+    prepared = networks_of(inserter.mambo)
+    assert set(prepared) == {"global_unet", "local_unet", "patch_unet", "lesion_unet"}
+    assert inserter.unet is inserter.mambo.lesion_unet and inserter.unet.acceleration == accel
+    assert next(inserter.unet.unet.parameters()).dtype == torch.bfloat16

@@ -32,6 +32,9 @@ COMMANDS: dict[str, Command] = {
     "dualview": Command("generate CC + MLO pairs with the dual-view model", "app.cli.dualview", 5),
     "super-resolve": Command("super-resolve a low-resolution mammogram (DICOM or PNG)", "app.cli.superres", 6),
     "anomaly-map": Command("anomaly map of a mammogram against a healthy model", "app.cli.anomaly", 6),
+    "insert-lesion": Command(
+        "insert lesions (kind, place, size) into a mammogram, with their masks", "app.cli.insert_lesion", 18
+    ),
     "train": Command("train a MAMBO stage or the dual-view model on a folder of mammograms", "app.cli.train", 4),
     "phantoms": Command("write seeded procedural CC/MLO phantoms (DICOM + PNG)", "app.cli.phantoms", 4),
     "ingest": Command("index a folder of DICOM/PNG/TIFF mammograms for training", "app.cli.ingest", 4),

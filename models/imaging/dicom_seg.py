@@ -14,6 +14,7 @@ Capture whose Rescale Slope/Intercept give back the real residual values (`dicom
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -90,34 +91,57 @@ def write_segmentation(
     series_number: int = 900,
 ) -> Path:
     """``mask`` (H x W bool, on ``source``'s pixel grid) as a BINARY SEG in the source's study."""
-    mask = np.asarray(mask)
+    return write_segments(path, [mask], source, [info], series_number=series_number)
+
+
+def write_segments(
+    path: str | os.PathLike[str],
+    masks: Sequence[np.ndarray],
+    source: Dataset,
+    infos: Sequence[SegmentInfo],
+    *,
+    series_number: int = 900,
+) -> Path:
+    """Several masks (one segment each, numbered from 1 in order; they may overlap) as one BINARY SEG
+    in the source's study: inserted lesions are each their own segment, so a reader keeps them apart."""
+    if not masks or len(masks) != len(infos):
+        raise BadInputError(f"a SEG needs one SegmentInfo per mask, got {len(masks)} masks and {len(infos)} infos")
     ref = _reference(source)
-    if mask.shape != (int(ref.Rows), int(ref.Columns)):
-        raise BadInputError(f"mask is {mask.shape}; the source image is {int(ref.Rows)}x{int(ref.Columns)}")
-    description = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label=info.label[:64],
-        segmented_property_category=ABNORMAL,
-        segmented_property_type=info.segment_type,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=_algorithm(info),
-    )
+    shape = (int(ref.Rows), int(ref.Columns))
+    arrays = [np.asarray(m) for m in masks]
+    for m in arrays:
+        if m.shape != shape:
+            raise BadInputError(f"mask is {m.shape}; the source image is {shape[0]}x{shape[1]}")
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=n,
+            segment_label=info.label[:64],
+            segmented_property_category=ABNORMAL,
+            segmented_property_type=info.segment_type,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=_algorithm(info),
+        )
+        for n, info in enumerate(infos, 1)
+    ]
+    first = infos[0]
+    what = first.label if len(infos) == 1 else f"{len(infos)} segments"
+    pixels = arrays[0].astype(bool) if len(arrays) == 1 else np.stack(arrays, axis=-1).astype(bool)[None]
     seg = hd.seg.Segmentation(
         source_images=[ref],
-        pixel_array=mask.astype(bool),
+        pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[description],
+        segment_descriptions=descriptions,
         series_instance_uid=hd.UID(),
         series_number=series_number,
         sop_instance_uid=hd.UID(),
         instance_number=1,
         manufacturer="mammogen",
-        manufacturer_model_name=info.model_name[:64],
-        software_versions=info.model_version[:64],
+        manufacturer_model_name=first.model_name[:64],
+        software_versions=first.model_version[:64],
         device_serial_number="none",
-        series_description=f"{SYNTHETIC_WARNING} {info.label} mask"[:64],
-        content_label=info.label.upper().replace(" ", "_")[:16],
-        content_description=f"{info.label} by {info.model_name} {info.model_version}"[:64],
+        series_description=f"{SYNTHETIC_WARNING} {what} mask"[:64],
+        content_label=(first.label if len(infos) == 1 else "SEGMENTS").upper().replace(" ", "_")[:16],
+        content_description=f"{what} by {first.model_name} {first.model_version}"[:64],
         omit_empty_frames=False,
     )
     seg.PatientOrientation = ref.get("PatientOrientation", "")  # General Image, Type 2C without a frame of reference
@@ -136,3 +160,15 @@ def read_segmentation(path: str | os.PathLike[str]) -> tuple[np.ndarray, str, st
     pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=[sop_uid], segment_numbers=[1])
     label = seg.get_segment_description(1).segment_label
     return np.asarray(pixels[0, :, :, 0]).astype(bool), str(label), str(sop_uid)
+
+
+def read_segments(path: str | os.PathLike[str]) -> tuple[list[np.ndarray], list[str], str]:
+    """Every segment of a SEG: (masks H x W bool in segment order, their labels, the referenced source
+    SOP instance UID), read with highdicom."""
+    seg = hd.seg.segread(path)
+    (sop_uid,) = [uid for _, _, uid in seg.get_source_image_uids()]
+    numbers = sorted(int(item.SegmentNumber) for item in seg.SegmentSequence)
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=[sop_uid], segment_numbers=numbers)
+    masks = [np.asarray(pixels[0, :, :, i]).astype(bool) for i in range(len(numbers))]
+    labels = [str(seg.get_segment_description(n).segment_label) for n in numbers]
+    return masks, labels, str(sop_uid)
