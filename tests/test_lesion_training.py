@@ -110,3 +110,13 @@ def test_train_lesions_refuses_a_folder_without_label_masks(tmp_path):
         str(tmp_path / "data"),
     ]
     assert main([*args, "--steps", "1", "--no-progress"]) == BadInputError.exit_code
+
+
+def test_train_lesions_reads_the_label_mask_column_of_an_index(tmp_path):
+    from app.cli.train import labelled_pairs
+
+    data = _labelled_folder(tmp_path / "data")
+    assert main(["ingest", str(data), "--out", str(tmp_path / "index.csv")]) == 0
+    from_index = labelled_pairs(tmp_path / "index.csv")
+    assert from_index == labelled_pairs(data) and len(from_index) == 4
+    assert all(m.name.endswith("_mask.png") for _, m in from_index)

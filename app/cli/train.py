@@ -100,8 +100,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--data",
         type=Path,
         default=None,
-        help="real images with ROI label masks (x_mask.png beside x.dcm/x.png; each region one lesion) "
-        "instead of lesion phantoms",
+        help="real images with ROI label masks instead of lesion phantoms: a folder (x_mask.png beside "
+        "x.dcm/x.png) or an index CSV with a label_mask/mask column; each mask region is one lesion",
     )
     les.add_argument("--kind", default="mass", help="the lesion kind of every ROI in --data")
     les.add_argument("--seed", type=int, default=0)
@@ -207,6 +207,29 @@ def run(args: argparse.Namespace) -> int:
     return _run_stage(args)
 
 
+def labelled_pairs(data: Path) -> list[tuple[Path, Path]]:
+    """(image, ROI label mask) pairs: a folder (``x_mask.png`` beside ``x.*``) or an index CSV from
+    `mammogen ingest` (its ``label_mask`` column, or a ``mask`` column a user filled in)."""
+    from training.ingest import read_index, split_label_masks
+
+    if data.is_dir():
+        _, labels, orphans = split_label_masks(sorted(p for p in data.rglob("*") if p.is_file()))
+        if orphans:
+            raise BadInputError(f"label masks without their image: {', '.join(str(p) for p in orphans[:3])}")
+        pairs = sorted(labels.items())
+    elif data.is_file():
+        rows = read_index(data)
+        column = next((c for c in ("label_mask", "mask") if rows and c in rows[0]), None)
+        if column is None:
+            raise BadInputError(f"{data} has no label_mask (or mask) column")
+        pairs = [(Path(r["path"]), Path(r[column])) for r in rows if r.get(column)]
+    else:
+        raise BadInputError(f"--data {data} does not exist")
+    if not pairs:
+        raise BadInputError(f"no image with a label mask in {data} (x_mask.png beside x.*, or a label_mask column)")
+    return pairs
+
+
 def _run_lesions(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -217,18 +240,7 @@ def _run_lesions(args: argparse.Namespace) -> int:
         plan = replace(plan, steps=args.steps)
     if args.cases is not None:
         plan = replace(plan, cases=args.cases)
-    data = None
-    if args.data is not None:
-        from training.ingest import split_label_masks
-
-        if not args.data.is_dir():
-            raise BadInputError(f"--data {args.data} is not a folder")
-        _, labels, orphans = split_label_masks(sorted(p for p in args.data.rglob("*") if p.is_file()))
-        if orphans:
-            raise BadInputError(f"label masks without their image: {', '.join(str(p) for p in orphans[:3])}")
-        if not labels:
-            raise BadInputError(f"no image with a label mask (x_mask.png beside x.*) in {args.data}")
-        data = sorted(labels.items())
+    data = None if args.data is None else labelled_pairs(args.data)
     result = train_lesion_network(
         args.bundle,
         args.work,
