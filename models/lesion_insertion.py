@@ -213,7 +213,7 @@ class LesionInserter(OnMambo):
             uh, uw = min(up.shape[-2], y.shape[0]), min(up.shape[-1], y.shape[1])
             full[:uh, :uw] = up[0, 0, :uh, :uw].numpy()
             canvas = full
-        weight = feather(region_c, max(2.0, les.margin_px() / 2.0))
+        weight = feather(region_c, les.blend_px())
         y += canvas * weight
         np.clip(y, 0.0, 1.0, out=y)
         win = np.zeros(y.shape, bool)

@@ -108,6 +108,10 @@ class LesionSpec:
     def margin_px(self) -> float:
         return EDIT_MARGIN.get(self.kind, 0.5) * self.diameter_px + MIN_MARGIN_PX
 
+    def blend_px(self) -> float:
+        """Width of the blend from generated to input pixels, inside the edit region's border."""
+        return max(2.0, self.margin_px() / 2.0)
+
     def edit_region(self, shape: tuple[int, int]) -> np.ndarray:
         """Pixels the insertion may change: the mask grown by :meth:`margin_px`."""
         return grow(self.lesion_mask(shape), self.margin_px())

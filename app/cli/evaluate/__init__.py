@@ -14,6 +14,10 @@ EVALUATIONS: dict[str, tuple[str, str]] = {
     "dualview": ("app.cli.evaluate.dualview", "CC/MLO mask IoU/Dice statistics, KS and EMD (dual-view paper)"),
     "super-resolution": ("app.cli.evaluate.superres", "PSNR/SSIM of super-resolved phantoms vs bicubic"),
     "anomaly": ("app.cli.evaluate.anomaly", "IoU/Dice, AUROC/AUPRC and IoU by lesion size on phantoms"),
+    "lesions": (
+        "app.cli.evaluate.lesions",
+        "lesion insertion closed loop on held-out phantoms: contrast/size, anomaly maps, patch KID, seams",
+    ),
     "demo": ("app.cli.evaluate.demo", "grade bundles: every quality gate on held-out phantoms, with contact sheets"),
 }
 
