@@ -81,6 +81,20 @@ def test_seeds_of_the_lesion_training_block_and_a_single_case_are_refused(bundle
     assert "at least 2" in capsys.readouterr().err
 
 
+def test_the_oracle_insertion_scores_exactly_like_the_real_lesions(bundle, tmp_path):
+    out = tmp_path / "oracle"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["evaluate", "lesions", "--quick", "--oracle", "--bundle", str(bundle), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "ORACLE" in report["header"]["bundle"]
+    kid = report["kid"]["all kinds"]
+    assert kid["inserted_vs_real"] == pytest.approx(kid["real_vs_real_floor"], abs=1e-12)
+    for row in report["lesions"]:
+        assert row["inserted_contrast_in_real_mask"] == pytest.approx(row["real"]["contrast"], abs=1e-6)
+        assert row["seam"]["inserted"]["ratio"] == pytest.approx(row["seam"]["real"]["ratio"], nan_ok=True)
+    assert report["anomaly"]["inserted"]["raw_intensity_auroc"] > 0.5  # the real lesions are brighter
+
+
 def test_patch_kid_compares_halves_so_copies_of_the_real_lesions_score_like_the_floor():
     rng = np.random.default_rng(0)
     crops = []

@@ -46,7 +46,7 @@ MASS_KINDS = ("mass", "spiculated_mass")
 class LesionEvalPlan:
     """How much the loop measures (QUICK_LESION_PLAN only proves the command runs)."""
 
-    cases: int = 24
+    cases: int = 32
     patch_size: int = 128
     example_views: int = 4
     zoom_per_kind: int = 3
@@ -61,7 +61,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--bundle", type=Path, default=None, help="MAMBO bundle with a lesion network")
     parser.add_argument("--out", type=Path, required=True, help="folder for report.md/json, lesions.csv, pictures")
-    parser.add_argument("--cases", type=int, default=None, help="lesion phantom cases (2 views each; default 24)")
+    parser.add_argument("--cases", type=int, default=None, help="lesion phantom cases (2 views each; default 32)")
     parser.add_argument(
         "--first-seed",
         type=int,
@@ -69,6 +69,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"first phantom seed (default {EVAL_FIRST_SEED}: the held-out block; tune on another, e.g. 800000)",
     )
     parser.add_argument("--quick", action="store_true", help="2 cases, few steps: proves the command, measures nothing")
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="the phantom's own lesions as the insertion: what a perfect inserter scores",
+    )
     add_sampling_arguments(parser, stitching=False, steps_help="insertion sampler steps")
     parser.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance of insertion")
     parser.add_argument("--anomaly-lambda", type=int, default=None, help="anomaly noise level (default: the service's)")
@@ -117,6 +122,7 @@ def measure_view(
     anomaly_config: Any,
     plan: LesionEvalPlan,
     keep_picture: bool,
+    oracle: bool = False,
 ) -> ViewOutcome:
     """Insert the view's real lesions into its healthy twin and measure (a), (b) inputs, (c) crops, (d)."""
     from app.cli.evaluate.anomaly import Case
@@ -142,7 +148,10 @@ def measure_view(
         return out
     t0 = time.perf_counter()
     seed = case.seed * 2 + view_index  # fixed per view: never chosen for the result
-    result = inserter(view.healthy, [specs[j] for j in ok], replace(options, seeds=(seed,)), info=info)
+    if oracle:  # the perfect inserter: the phantom's own lesions, with the masks and regions insertion returns
+        result = oracle_result(view, [specs[j] for j in ok])
+    else:
+        result = inserter(view.healthy, [specs[j] for j in ok], replace(options, seeds=(seed,)), info=info)
     out.insert_seconds = time.perf_counter() - t0
     regions = [spec.edit_region(shape) for spec in specs]
     every_region = np.zeros(shape, bool)
@@ -231,6 +240,19 @@ def measure_view(
             "region": result.edited,
         }
     return out
+
+
+def oracle_result(view: Any, specs: list[Any]) -> Any:
+    """What a perfect inserter would return: the real lesion view (every figure then measures the metric,
+    not a model), with the asked masks and edit regions."""
+    from models.lesion_insertion import InsertionResult
+
+    shape = view.image.shape
+    edited = np.zeros(shape, bool)
+    for spec in specs:
+        edited |= spec.edit_region(shape)
+    records = [{**spec.to_dict(), "index": n, "scale": "oracle"} for n, spec in enumerate(specs)]
+    return InsertionResult(view.image.copy(), [spec.lesion_mask(shape) for spec in specs], edited, records)
 
 
 # -- the figures -------------------------------------------------------------------------------------
@@ -599,13 +621,15 @@ def run(args: argparse.Namespace) -> int:
     bundle_desc = f"{bundle.name} {bundle.version} ({weights})"
     held_out = "held-out evaluation block" if args.first_seed == EVAL_FIRST_SEED else "NOT the held-out block"
     header = {
-        "bundle": bundle_desc,
+        "bundle": ("ORACLE insertion (the phantom's own lesions), " if args.oracle else "") + bundle_desc,
         "settings": {
             "bundle": f"{bundle_desc} at {bundle.path}",
             "lesion network": f"classes {', '.join(inserter.kinds)}, conditioning {mambo.lesion_conditioning}",
             "phantom cases": f"{plan.cases} (seeds {args.first_seed}..{args.first_seed + plan.cases - 1}, "
             f"{held_out}), CC and MLO, {size[0]}x{size[1]}, lesion plans of the phantoms' own lesion cases",
-            "insertion": f"{options.sampler} {options.steps} steps, guidance scale {options.guidance_scale:g}, "
+            "insertion": "ORACLE: the phantom's own lesions (no model)"
+            if args.oracle
+            else f"{options.sampler} {options.steps} steps, guidance scale {options.guidance_scale:g}, "
             "seed 2 x phantom seed + view (0 CC, 1 MLO)",
             "anomaly map": f"lambda {cfg.lam}, {cfg.options.sampler} {cfg.options.steps} steps, "
             f"{len(cfg.options.seeds)} seeds, {cfg.resolution} resolution, {cfg.post.residual} residual, "
@@ -619,7 +643,7 @@ def run(args: argparse.Namespace) -> int:
         case = make_phantom_case(args.first_seed + i, size, lesions=True)
         for v, view in enumerate(case.views):
             keep = len([o for o in outcomes if o.picture is not None]) < plan.example_views
-            o = measure_view(inserter, anomaly, case, view, v, i, options, cfg, plan, keep)
+            o = measure_view(inserter, anomaly, case, view, v, i, options, cfg, plan, keep, args.oracle)
             outcomes.append(o)
             log(f"{len(outcomes)}/{2 * plan.cases} {o.name}: {len(o.lesions)} lesions, {len(o.skipped)} skipped")
     rows = [r for o in outcomes for r in o.lesions]
