@@ -77,9 +77,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None)
 
     p = sub.add_parser("steps", help="fewer steps (DPM-Solver++) vs the 150-step image: time, seams, distance")
-    p.add_argument("--bundle", type=Path, default=None, help="a trained MAMBO bundle (default: the configured one)")
-    p.add_argument("--height", type=int, default=256)
-    p.add_argument("--width", type=int, default=256)
+    p.add_argument(
+        "--model",
+        default="mambo",
+        choices=("mambo", "dualview", "superres"),
+        help="the job kind: MAMBO generation, dual-view pairs, or super-resolution of phantoms",
+    )
+    p.add_argument("--bundle", type=Path, default=None, help="a trained bundle (default: the configured one)")
+    p.add_argument("--height", type=int, default=256, help="MAMBO output / super-resolution original height")
+    p.add_argument("--width", type=int, default=256, help="MAMBO output / super-resolution original width")
+    p.add_argument("--seeds", type=int, default=1, help="sampling seeds --seed ... --seed+N-1 (mambo, dualview)")
+    p.add_argument("--scale", type=int, default=4, help="super-resolution factor")
+    p.add_argument("--phantoms", type=int, default=2, help="super-resolution: phantom cases (CC views)")
+    p.add_argument("--phantom-seed", type=int, default=2000, help="first phantom seed (held out from training)")
     p.add_argument("--baseline", default="ddim:150", help="SAMPLER:STEPS of the reference image")
     p.add_argument("--settings", default="dpmsolver:20,dpmsolver:30,ddim:50", help="comma-separated SAMPLER:STEPS")
     p.add_argument("--stitching", default="wavefront", choices=("raster", "wavefront", "fused"))
@@ -190,6 +200,19 @@ def _service(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _phantoms(args: argparse.Namespace) -> list[Any]:
+    """Super-resolution originals: the CC views of held-out phantom cases at --height x --width."""
+    from training.phantoms import make_phantom_case
+
+    if args.height % args.scale or args.width % args.scale:
+        raise BadInputError(f"--height and --width must be multiples of --scale {args.scale}")
+    cases = [
+        make_phantom_case(seed, (args.height, args.width))
+        for seed in range(args.phantom_seed, args.phantom_seed + args.phantoms)
+    ]
+    return [(f"{c.case_id}-{c.laterality}-CC", c.cc.image, c.cc.breast_mask, c.laterality) for c in cases]
+
+
 def _device(args: argparse.Namespace) -> Any:
     import torch
 
@@ -289,10 +312,17 @@ def run(args: argparse.Namespace) -> int:
             settings = [parse_setting(v) for v in args.settings.split(",") if v.strip()]
         except ValueError as exc:
             raise BadInputError(str(exc)) from exc
+        kind = "dualview" if args.model == "dualview" else "mambo"
+        if args.seeds < 1:
+            raise BadInputError("--seeds must be at least 1")
         rows = bench_steps(
-            bundle=args.bundle or get_settings().bundle_path("mambo"),
+            model=args.model,
+            bundle=args.bundle or get_settings().bundle_path(kind),
             height=args.height,
             width=args.width,
+            seeds=tuple(range(args.seed, args.seed + args.seeds)),
+            originals=_phantoms(args) if args.model == "superres" else (),
+            scale=args.scale,
             baseline=baseline,
             settings=settings,
             stitching=args.stitching,

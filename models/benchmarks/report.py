@@ -113,8 +113,44 @@ def service_table(rows: list[dict[str, Any]], in_process: dict[str, Any] | None 
     return _table([*header, "CPU speed-up", "mean abs diff", "PSNR dB", "in-process / served"], body)
 
 
+def _pm(row: dict[str, Any], key: str, digits: int = 2) -> str:
+    if row.get(key) is None:
+        return "–"
+    sd = row.get(f"{key}_sd")
+    return _f(row[key], digits) + (f" ± {sd:.{digits}f}" if sd is not None else "")
+
+
+def steps_table(rows: list[dict[str, Any]]) -> str:
+    """One line per (job kind, setting) of ``bench steps``' summary rows: cost, time, seams, distance."""
+    body = []
+    for r in rows:
+        if r.get("bench") != "steps" or r.get("row") != "summary":
+            continue
+        body.append(
+            [
+                r["model"],
+                r["setting"],
+                str(r["items"]),
+                _f(r.get("model_evaluations"), 0),
+                _f(r.get("seconds"), 1),
+                _f(r.get("speedup_vs_baseline")),
+                _pm(r, "seam_ratio", 3),
+                _pm(r, "psnr_db_to_baseline", 1),
+                _pm(r, "ssim_to_baseline", 3),
+                _f(r.get("mean_abs_diff_to_baseline"), 4),
+                _pm(r, "psnr_breast_to_truth", 2) if "psnr_breast_to_truth" in r else _pm(r, "third_channel_error", 4),
+            ]
+        )
+    header = ["job kind", "setting", "items", "evaluations / item", "s / item", "speed-up", "seam ratio"]
+    return _table(
+        [*header, "PSNR to baseline dB", "SSIM to baseline", "mean abs diff", "PSNR to truth dB / B error"], body
+    )
+
+
 def render(rows: list[dict[str, Any]]) -> str:
     parts = []
+    if any(r.get("bench") == "steps" for r in rows):
+        parts += ["### Fewer steps", "", steps_table(rows), ""]
     if any(r.get("bench") == "unet" for r in rows):
         parts += ["### U-Net throughput", "", unet_table(rows), ""]
     if any(r.get("bench") == "generate" for r in rows):
