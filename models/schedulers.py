@@ -52,6 +52,79 @@ def full_schedule(schedule: dict[str, Any] | None = None) -> dict[str, Any]:
     return full
 
 
+class TrailingDDIMScheduler(DDIMScheduler):
+    """diffusers' DDIM, stepping from each timestep of its schedule to the next one of the same schedule.
+
+    ``DDIMScheduler.step`` goes from t to t - 1000 // n. With "trailing" spacing the schedule's stride is
+    1000 / n, so when n does not divide 1000 (150 -- the reference code's count --, 120, 30, ...) some
+    steps stop one timestep short of the next scheduled one: the sample keeps more noise than the network
+    is told at the next step, and the residue adds up. Measured on the demo dual-view bundle (fp32,
+    4 pairs): background sd 0.068 at 150 steps, 0.042 at 120, 0.028 at 100/125/200/250. For every n that
+    divides 1000 the next scheduled timestep is t - 1000 // n, so those results are unchanged.
+    """
+
+    def previous_timestep(self, timestep: int | torch.Tensor) -> int:
+        """The schedule's next timestep after ``timestep`` (-1 after the last one: the clean image)."""
+        t = int(timestep)
+        later = (self.timesteps < t).nonzero()
+        return int(self.timesteps[later[0, 0]]) if len(later) else -1
+
+    def step(  # type: ignore[override]
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        eta: float = 0.0,
+        use_clipped_model_output: bool = False,
+        generator: Any = None,
+        variance_noise: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> Any:
+        """DDIM (Song et al. 2021, eq. 12) as diffusers writes it, term for term, with the right previous timestep."""
+        from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
+        from diffusers.utils.torch_utils import randn_tensor
+
+        if self.num_inference_steps is None:
+            raise ValueError("call set_timesteps before step")
+        t = int(timestep)
+        prev_t = self.previous_timestep(t)
+        alpha_prod_t = self.alphas_cumprod[t]
+        alpha_prod_t_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.final_alpha_cumprod
+        beta_prod_t = 1 - alpha_prod_t
+        kind = self.config.prediction_type
+        if kind == "epsilon":
+            pred_original_sample = (sample - beta_prod_t ** (0.5) * model_output) / alpha_prod_t ** (0.5)
+            pred_epsilon = model_output
+        elif kind == "sample":
+            pred_original_sample = model_output
+            pred_epsilon = (sample - alpha_prod_t ** (0.5) * pred_original_sample) / beta_prod_t ** (0.5)
+        elif kind == "v_prediction":
+            pred_original_sample = (alpha_prod_t**0.5) * sample - (beta_prod_t**0.5) * model_output
+            pred_epsilon = (alpha_prod_t**0.5) * model_output + (beta_prod_t**0.5) * sample
+        else:
+            raise ValueError(f"unknown prediction_type {kind!r}")
+        if self.config.thresholding:
+            pred_original_sample = self._threshold_sample(pred_original_sample)
+        elif self.config.clip_sample:
+            limit = self.config.clip_sample_range
+            pred_original_sample = pred_original_sample.clamp(-limit, limit)
+        variance = self._get_variance(t, prev_t)
+        std_dev_t = eta * variance ** (0.5)
+        if use_clipped_model_output:
+            pred_epsilon = (sample - alpha_prod_t ** (0.5) * pred_original_sample) / beta_prod_t ** (0.5)
+        pred_sample_direction = (1 - alpha_prod_t_prev - std_dev_t**2) ** (0.5) * pred_epsilon
+        prev_sample = alpha_prod_t_prev ** (0.5) * pred_original_sample + pred_sample_direction
+        if eta > 0:
+            if variance_noise is None:
+                variance_noise = randn_tensor(
+                    model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype
+                )
+            prev_sample = prev_sample + std_dev_t * variance_noise
+        if not return_dict:
+            return (prev_sample, pred_original_sample)
+        return DDIMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
+
+
 def make_scheduler(sampler: Sampler | str, schedule: dict[str, Any] | None = None) -> SchedulerMixin:
     """A fresh diffusers scheduler for ``sampler`` on ``schedule`` (default: the paper's).
 
@@ -64,7 +137,7 @@ def make_scheduler(sampler: Sampler | str, schedule: dict[str, Any] | None = Non
     if sampler == "ddpm":
         sch = DDPMScheduler(**base, clip_sample=False, timestep_spacing="trailing", variance_type="fixed_small")
     elif sampler == "ddim":
-        sch = DDIMScheduler(**base, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
+        sch = TrailingDDIMScheduler(**base, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
     elif sampler == "dpmsolver":
         sch = DPMSolverMultistepScheduler(
             **base, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="linspace"
