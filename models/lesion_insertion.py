@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -39,7 +39,7 @@ from models.lesion_spec import LesionSpec, check_lesions, feather, window_origin
 from models.mambo import MamboPipeline, OnMambo
 from models.options import SamplingOptions
 from models.preprocess import Preprocessed, preprocess_image
-from models.progress import CancelFn, ProgressFn, Reporter
+from models.progress import CancelFn, ProgressFn, Reporter, progress_share
 from models.sampling import CallStats, denoise, tile_generator, unet_predictor
 
 Scale = Literal["patch", "local"]
@@ -247,3 +247,48 @@ def _bbox(mask: np.ndarray) -> list[int]:
     if rows.size == 0:
         return [0, 0, 0, 0]
     return [int(rows.min()), int(cols.min()), int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)]
+
+
+# -- lesions into generated images (POST /generate with lesions) --------------------------------------
+
+
+def insert_into_generated(
+    inserter: LesionInserter,
+    request: Any,
+    images: Sequence[np.ndarray],
+    *,
+    callback: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    share: tuple[float, float] = (0.0, 1.0),
+    started: float | None = None,
+) -> list[InsertionResult]:
+    """A generation request's lesions into each of its images (image i sampled with the request's seed i),
+    placed in the image as returned (standard display, chest wall on the request's side: its orientation
+    is stated, not guessed). Progress is reported as the ``share`` of the whole job."""
+    from models.lesion_outputs import generated_info
+
+    seeds = request.options.seeds
+    info = generated_info(request.laterality, request.chest_wall)
+    lo, hi = share
+    t0 = time.monotonic() if started is None else started
+    n = max(1, len(images))
+    out = []
+    for i, (seed, image) in enumerate(zip(seeds, images, strict=True)):
+        part = progress_share(callback, lo + (hi - lo) * i / n, lo + (hi - lo) * (i + 1) / n, t0)
+        options = replace(request.options, seeds=(seed,))
+        out.append(inserter(image, request.lesions, options, info=info, callback=part, cancel=cancel))
+    return out
+
+
+def insertion_share(mambo: MamboPipeline, request: Any) -> float:
+    """The part of a generation-with-lesions job's model evaluations that the insertions take (for progress):
+    per step, an image needs 1 + its stage-2 and stage-3 tiles, each lesion one window (two when guided)."""
+    if not request.lesions:
+        return 0.0
+    h = request.height or mambo.native_size[0]
+    w = request.width or mambo.native_size[1]
+    plan = mambo.plan(h, w)
+    generate = 1 + plan.local_grid.n + plan.patch_grid.n
+    guided = 2 if request.options.guidance_scale != 1.0 else 1
+    insert = len(request.lesions) * guided
+    return insert / (generate + insert)

@@ -55,3 +55,18 @@ class Reporter:
 
     def finish_stage(self, stage: str) -> None:
         self._done_weight += self.stage_weights.get(stage, 0.0)
+
+
+def progress_share(callback: ProgressFn | None, lo: float, hi: float, started: float) -> ProgressFn | None:
+    """A callback that reports one part of a job (its own fraction 0..1) as the share [lo, hi] of the
+    whole (generation, then lesion insertion into each image); elapsed time and ETA are the whole job's,
+    counted from ``started`` (``time.monotonic()``)."""
+    if callback is None:
+        return None
+
+    def share(p: Progress) -> None:
+        frac = lo + (hi - lo) * min(1.0, max(0.0, p.fraction))
+        elapsed = time.monotonic() - started
+        callback(Progress(p.stage, p.step, p.total, frac, elapsed, elapsed * (1 - frac) / frac if frac > 0 else None))
+
+    return share

@@ -38,6 +38,7 @@ def test_openapi_documents_every_endpoint_with_examples(tmp_path):
         "/generate",
         "/super-resolve",
         "/anomaly-map",
+        "/insert-lesion",
         "/jobs/{job_id}",
         "/jobs/{job_id}/events",
         "/jobs/{job_id}/results/{name}",
@@ -50,6 +51,7 @@ def test_openapi_documents_every_endpoint_with_examples(tmp_path):
     assert spec["components"]["schemas"]["GenerateRequest"]["examples"]
     assert {"202", "413", "415", "429", "503"} <= set(spec["paths"]["/super-resolve"]["post"]["responses"])
     assert spec["paths"]["/generate"]["post"]["operationId"] == "generate"
+    assert {"202", "413", "415", "429", "503"} <= set(spec["paths"]["/insert-lesion"]["post"]["responses"])
 
 
 def _generate(height: int, width: int, steps: int) -> GenerateJob:

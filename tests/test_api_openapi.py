@@ -34,7 +34,7 @@ def test_every_route_documents_the_refusals_it_can_answer(client):
     assert {"401", "404", "429", "503"} <= set(ops["/jobs/{job_id}", "get"]["responses"])
     assert {"401", "404", "503"} <= set(ops["/jobs/{job_id}", "delete"]["responses"])
     assert {"401", "404"} <= set(ops["/jobs/{job_id}/results/{name}", "get"]["responses"])
-    for path in ("/super-resolve", "/anomaly-map"):
+    for path in ("/super-resolve", "/anomaly-map", "/insert-lesion"):
         assert {"401", "413", "415", "422", "429", "503"} <= set(ops[path, "post"]["responses"])
     assert {"401", "413", "422", "429", "503"} <= set(ops["/generate", "post"]["responses"])
     assert "401" in ops["/models", "get"]["responses"] and "401" in ops["/metrics", "get"]["responses"]
@@ -61,6 +61,17 @@ def test_numeric_bounds_in_the_schema_are_the_servers(client):
     assert client.post("/generate", json={**body, "height": 4097}).status_code == 413
     assert client.post("/generate", json={**body, "steps": 1001}).status_code == 422
     assert client.post("/generate", json={**body, "steps": 0}).status_code == 422
+
+
+def test_lesion_fields_are_in_the_schema_under_their_api_names(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    generate = schemas["GenerateRequest"]["properties"]
+    assert {"class", "lesions", "guidance_scale"} <= set(generate) and "label" not in generate
+    assert generate["guidance_scale"]["minimum"] == 0 and generate["guidance_scale"]["maximum"] == 20
+    assert set(schemas["LesionIn"]["required"]) == {"kind", "center", "diameter_px"}
+    assert "lesions" in schemas["InsertLesionParams"]["required"]
+    r = client.post("/generate", json={"height": 96, "width": 96, "steps": 1, "label": "mass"})
+    assert r.status_code == 422 and "label" in r.text  # the API field is 'class'
 
 
 def test_allow_lists_every_method_of_the_job_resource(client):

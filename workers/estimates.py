@@ -20,7 +20,7 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
-from workers.job_requests import GenerateJob, SuperResolveJob
+from workers.job_requests import GenerateJob, InsertLesionJob, SuperResolveJob
 from workers.job_requests import Job as JobRequest
 from workers.queueing import SERIALIZER
 from workers.watchdog import live_workers
@@ -78,17 +78,25 @@ def job_cost(job: JobRequest, geometry: dict[str, Any] | None, *, breast_fractio
         native = g.get("native_size") or (geo.k * geo.s, geo.k * geo.s)
         h, w = job.request.height or int(native[0]), job.request.width or int(native[1])
         per_step = 1 + _tiles(geo, h, w, background, local=True)  # global + local + patches
+        per_step += len(job.request.lesions) * _guided(options)  # one window per lesion, after generation
         evaluations = steps * count * per_step
     elif isinstance(job, SuperResolveJob):
         h, w = job.request.target_size(job.upload.height, job.upload.width)
         # stage 2 counted too: the "global" stand-in runs it, the cheaper "mid" one does not
         evaluations = steps * _tiles(geo, h, w, background, local=True)
+    elif isinstance(job, InsertLesionJob):
+        evaluations = steps * len(job.request.lesions) * _guided(options)  # one s x s window per lesion
     else:
         remaining = math.ceil(steps * job.request.lam / 1000)  # denoised from lambda only
         h, w = job.upload.height, job.upload.width
         per_seed = 1 if job.request.resolution == "global" else _tiles(geo, h, w, background)
         evaluations = remaining * count * per_seed
     return JobCost(evaluations, evaluations * (geo.s / 256) ** 2)
+
+
+def _guided(options: Any) -> int:
+    """Network evaluations per window: classifier-free guidance runs the conditional and the unconditional."""
+    return 2 if options.guidance_scale != 1.0 else 1
 
 
 def _tiles(geo: Any, h: int, w: int, background: float, local: bool = False) -> int:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
 from models.errors import BadInputError
-from models.requests import AnomalyConfig, GenerationRequest, SuperResConfig
+from models.requests import AnomalyConfig, GenerationRequest, InsertionRequest, SuperResConfig
 
 #: dicom: Secondary Capture; dicom-mg: Digital Mammography For Presentation; dicom-seg: the anomaly
 #: mask as DICOM SEG (docs/DICOM.md).
@@ -101,5 +101,15 @@ class AnomalyMapJob(_UploadJob):
     request: AnomalyConfig
 
 
-Job = GenerateJob | SuperResolveJob | AnomalyMapJob
-UploadJob = SuperResolveJob | AnomalyMapJob
+@dataclass(frozen=True, kw_only=True)
+class InsertLesionJob(_UploadJob):
+    """Lesions into an uploaded mammogram (``models.lesion_insertion``); ``formats`` are concrete here
+    (the API resolved the default from the input: ``models.lesion_outputs.default_formats``)."""
+
+    kind: ClassVar[str] = "insert-lesion"
+    request_type: ClassVar[Any] = InsertionRequest
+    request: InsertionRequest
+
+
+Job = GenerateJob | SuperResolveJob | AnomalyMapJob | InsertLesionJob
+UploadJob = SuperResolveJob | AnomalyMapJob | InsertLesionJob

@@ -17,7 +17,7 @@ import numpy as np
 from rq import get_current_job
 
 from models.progress import Reporter
-from workers.job_requests import AnomalyMapJob, GenerateJob, SuperResolveJob, UploadJob
+from workers.job_requests import AnomalyMapJob, GenerateJob, InsertLesionJob, SuperResolveJob, UploadJob
 from workers.progress import JobProgress
 from workers.runtime import WorkerRuntime, current
 from workers.store import ResultFile, ResultStore
@@ -160,15 +160,29 @@ def _generate_dualview(job: GenerateJob, t0: float) -> dict[str, Any]:
 
 def _generate_mambo(job: GenerateJob, t0: float) -> dict[str, Any]:
     from models.imaging.dicom_write import write_synthetic_dicom, write_synthetic_mg
+    from models.lesion_insertion import insert_into_generated, insertion_share
+    from models.progress import progress_share
 
     rq_job, rt, progress = _start()
     pipe = rt.mambo()
     spacing = _bundle_spacing(rt.bundle("mambo"))
     request = job.request
-    results = pipe.run(request, callback=progress, cancel=progress.cancelled)
+    started = time.monotonic()
+    inserter = rt.lesion_inserter() if request.lesions else None  # no lesion network: fail before generating
+    split = 1.0 - insertion_share(pipe, request)
+    callback = progress_share(progress, 0.0, split, started) if inserter is not None else progress
+    results = pipe.run(request, callback=callback, cancel=progress.cancelled)
+    images = [np.asarray(r.image, dtype=np.float32) for r in results]
+    insertions = (
+        insert_into_generated(
+            inserter, request, images, callback=progress, cancel=progress.cancelled, share=(split, 1.0), started=started
+        )
+        if inserter is not None
+        else []
+    )
     files: list[ResultFile] = []
-    for i, (seed, result) in enumerate(zip(request.options.seeds, results, strict=True)):
-        image = np.asarray(result.image, dtype=np.float32)
+    for i, seed in enumerate(request.options.seeds):
+        image = images[i] if not insertions else np.asarray(insertions[i].image, np.float32)
 
         marks = {
             "model_name": pipe.name,
@@ -177,7 +191,7 @@ def _generate_mambo(job: GenerateJob, t0: float) -> dict[str, Any]:
             "view": job.view,  # MAMBO does not condition on the view: the request states what to record
             "seed": seed,
             "chest_wall": request.chest_wall,
-            "extra_description": "MAMBO",
+            "extra_description": "MAMBO with inserted lesions" if insertions else "MAMBO",
         }
 
         def dicom(path: Any, image: np.ndarray = image, marks: dict[str, Any] = marks) -> object:
@@ -187,14 +201,41 @@ def _generate_mambo(job: GenerateJob, t0: float) -> dict[str, Any]:
             return write_synthetic_mg(path, image, pixel_spacing_mm=spacing, **marks)
 
         files += _write_image(rt.store, rq_job.id, f"image{i:02d}", image, job.formats, dicom, mg)
+        if insertions:
+            files += _write_generated_lesions(rt, rq_job.id, f"image{i:02d}_", images[i], insertions[i], pipe, seed)
     summary = {
         "model": {"kind": "mambo", "name": pipe.name, "version": pipe.version},
         "seeds": list(request.options.seeds),
         "laterality": request.laterality,
+        "class": request.label,
         "options": request.options.to_dict(),
         "stats": _jsonable(results[0].stats),  # one lock-step run: the counts are for all images
     }
+    if insertions:
+        summary["lesions"] = [ins.records for ins in insertions]
+        summary["lesion_stats"] = [_jsonable(ins.stats) for ins in insertions]
     return _finish(rq_job, rt, job, files, summary, t0)
+
+
+def _write_generated_lesions(
+    rt: WorkerRuntime, job_id: str, prefix: str, healthy: np.ndarray, insertion: Any, pipe: Any, seed: int
+) -> list[ResultFile]:
+    """Beside a generated image with lesions: the image before insertion (its healthy twin), the label
+    masks and lesions.json (``models.lesion_outputs``, as `mammogen insert-lesion` writes them)."""
+    from models.lesion_outputs import REPORT, report, write_masks, write_report
+
+    folder = rt.store.job_dir(job_id)
+    files = [rt.store.write_png16(job_id, f"{prefix}healthy.png", healthy)]
+    files += [rt.store.record(p) for p in write_masks(folder, insertion.masks, prefix)]
+    body = report(
+        insertion,
+        bundle={"name": pipe.name, "version": pipe.version},
+        input={"generated": True, "seed": seed, "height": int(healthy.shape[0]), "width": int(healthy.shape[1])},
+        files=[f.name for f in files] + [f"{prefix}{REPORT}"],
+        extra={"image": prefix.rstrip("_")},
+    )
+    files.append(rt.store.record(write_report(folder / f"{prefix}{REPORT}", body)))
+    return files
 
 
 # -- uploads ------------------------------------------------------------------------------------
@@ -316,4 +357,41 @@ def anomaly_map(job: dict[str, Any]) -> dict[str, Any]:
         "options": request.request.options.to_dict(),
         "stats": _jsonable(result.stats),
     }
+    return _finish(rq_job, rt, request, files, summary, t0)
+
+
+def insert_lesion(job: dict[str, Any]) -> dict[str, Any]:
+    """Lesions into an uploaded mammogram: the edited image, one label mask per lesion, their union,
+    lesions.json and (DICOM input) the derived DICOM with the masks as SEG: what `mammogen insert-lesion`
+    writes, by the same functions (``models.lesion_outputs``)."""
+    from models.lesion_outputs import REPORT, report, write_edited, write_masks, write_report
+
+    t0 = time.perf_counter()
+    request, rq_job, rt, progress, image, info = _start_upload(InsertLesionJob.from_dict(job))
+    inserter = rt.lesion_inserter()
+    insertion = request.request
+    result = inserter(
+        image, insertion.lesions, insertion.options, info=info, callback=progress, cancel=progress.cancelled
+    )
+    mambo = inserter.mambo
+    folder = rt.store.job_dir(rq_job.id)
+    paths = write_edited(
+        folder, result, formats=request.formats, info=info, model_name=mambo.name, model_version=mambo.version
+    ) + write_masks(folder, result.masks)
+    files = [rt.store.record(p) for p in paths]
+    summary = {
+        "model": {"kind": "mambo", "name": mambo.name, "version": mambo.version},
+        "input": {"format": info.format, "height": int(image.shape[0]), "width": int(image.shape[1])},
+        "options": insertion.options.to_dict(),
+    }
+    body = report(
+        result,
+        bundle={"name": mambo.name, "version": mambo.version},
+        input=summary["input"],
+        files=[f.name for f in files] + [REPORT],
+        extra={"acceleration": rt.acceleration_info()["label"], "options": summary["options"]},
+    )
+    files.append(rt.store.record(write_report(folder / REPORT, body)))
+    rt.store.delete_upload(rq_job.id)
+    summary.update(lesions=body["lesions"], edited_pixels=body["edited_pixels"], stats=_jsonable(result.stats))
     return _finish(rq_job, rt, request, files, summary, t0)

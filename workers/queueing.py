@@ -26,6 +26,7 @@ JOB_FUNCTIONS: dict[str, str] = {
     "generate": "workers.jobs.generate",
     "super-resolve": "workers.jobs.super_resolve",
     "anomaly-map": "workers.jobs.anomaly_map",
+    "insert-lesion": "workers.jobs.insert_lesion",
 }
 
 

@@ -26,6 +26,7 @@ from models.devices import resolve_device
 from models.dualview import DualViewPipeline
 from models.errors import BundleNotFoundError, MammogenError
 from models.imaging.files import sha256_file
+from models.lesion_insertion import LesionInserter
 from models.mambo import MamboPipeline
 from models.superres import SuperResolutionPipeline
 from workers.delivery import DeliveryPolicy
@@ -136,6 +137,16 @@ class WorkerRuntime:
 
     def anomaly(self) -> AnomalyPipeline:
         return AnomalyPipeline(self.mambo())
+
+    def lesion_inserter(self) -> LesionInserter:
+        """Insertion on the MAMBO bundle's lesion network (prepared with the stage networks by `mambo`);
+        BundleNotFoundError when the served bundle has none."""
+        mambo = self.mambo()
+        if mambo.lesion_unet is None:
+            raise BundleNotFoundError(
+                f"the served MAMBO bundle {mambo.name} has no lesion network: lesion insertion is unavailable"
+            )
+        return LesionInserter(mambo)
 
     def _hashes(self, kind: str, bundle: Bundle) -> dict[str, Any]:
         """The manifest's own sha256 (it lists every file's hash, so it names the exact weights) and those files."""

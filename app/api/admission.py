@@ -82,14 +82,54 @@ def preprocess_config(summary: dict[str, Any]) -> PreprocessConfig:
 
 
 def check_generate_request(state: ServiceState, body: Any) -> None:
-    """Refuse before queueing what the pipeline would refuse after: sizes below one tile of the served bundle."""
+    """Refuse before queueing what the pipeline would refuse after: sizes below one tile of the served
+    bundle, a class it does not have, lesions it cannot insert or that lie off the image."""
     if body.model == "dualview":
         return
-    s = int((_geometry(state, "mambo") or {}).get("s", 0))
+    summary = bundle_summary(state, "mambo")
+    geometry = summary.get("geometry") or {}
+    s = int(geometry.get("s", 0))
     for name in ("height", "width"):
         value = getattr(body, name)
         if value is not None and value < s:
             raise BadInputError(f"{name} {value} is smaller than one {s}-pixel tile of the MAMBO bundle")
+    if not summary:  # neither a worker nor a manifest to ask: the worker checks
+        return
+    request = body._request
+    name = summary.get("name")
+    if request.label is not None:
+        stages = [net for key, net in _networks(summary).items() if key != "lesion"]
+        classes = next((tuple(net["classes"]) for net in stages if net.get("classes")), ())
+        if not classes:
+            raise BadInputError(f"bundle {name} is not class-conditional: leave class unset")
+        if request.label not in classes:
+            raise BadInputError(f"unknown class {request.label!r}; bundle {name} has {', '.join(classes)}")
+    if request.lesions:
+        k = int(geometry.get("k", 3))
+        native = geometry.get("native_size") or [k * s, k * s]
+        check_lesions_on_bundle(summary, request.lesions, (body.height or native[0], body.width or native[1]))
+
+
+def _networks(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    nets = summary.get("networks")
+    return nets if isinstance(nets, dict) else {}
+
+
+def check_lesions_on_bundle(summary: dict[str, Any], lesions: Any, shape: tuple[int, int]) -> None:
+    """What the API can check of lesions without the image's pixels, with the worker's own check
+    (`models.lesion_spec.check_lesions`): each kind is one the served bundle's lesion network inserts (its
+    manifest, as the workers report it) and, given the image's size, each lesion lies on the image. In the
+    breast and small enough for the bundle's window: the worker checks (it has the pixels and the networks)."""
+    from models.lesion_spec import check_lesions
+
+    if not summary:  # neither a worker nor a manifest to ask: the worker checks everything
+        return
+    nets = _networks(summary)
+    if "lesion" not in nets:
+        raise BundleNotFoundError(
+            f"the served MAMBO bundle {summary.get('name')} has no lesion network: lesion insertion is unavailable"
+        )
+    check_lesions(list(lesions), (int(shape[0]), int(shape[1])), tuple(nets["lesion"].get("classes") or ()))
 
 
 def admit_cost(state: ServiceState, job: Job, *, breast_fraction: float | None = None) -> JobCost:

@@ -14,13 +14,24 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, model_validator
 
 from models.errors import BadInputError
-from models.options import MAX_BATCH, MAX_SEED, MAX_STEPS, SAMPLERS, STITCHING_MODES, SamplingOptions, request_seeds
-from models.requests import STAND_INS, AnomalyConfig, GenerationRequest, SuperResConfig
+from models.lesion_spec import LESION_KINDS, MAX_LESIONS, LesionSpec
+from models.options import (
+    MAX_BATCH,
+    MAX_GUIDANCE,
+    MAX_SEED,
+    MAX_STEPS,
+    SAMPLERS,
+    STITCHING_MODES,
+    SamplingOptions,
+    request_seeds,
+)
+from models.requests import STAND_INS, AnomalyConfig, GenerationRequest, InsertionRequest, SuperResConfig
 from workers.job_requests import (
     DICOM_FORMATS,
     OUTPUT_FORMATS,
     AnomalyMapJob,
     GenerateJob,
+    InsertLesionJob,
     StoredUpload,
     SuperResolveJob,
 )
@@ -37,6 +48,22 @@ DicomUid = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)*$", max_
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class LesionIn(_Strict):
+    """One lesion to insert: its kind, centre (row, col) and diameter, in pixels of the image it goes into
+    (as given, before any flip). ``models.lesion_spec.LesionSpec`` checks it."""
+
+    kind: str = Field(description=f"A lesion kind of the bundle's lesion network (demo: {', '.join(LESION_KINDS)}).")
+    center: tuple[float, float] = Field(description="(row, col) of the lesion's centre, in pixels.")
+    diameter_px: float = Field(description="Diameter in pixels (at least 3).")
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"kind": "mass", "center": [300, 200], "diameter_px": 24}]}
+    )
+
+    def spec(self) -> LesionSpec:
+        return LesionSpec(self.kind, self.center, self.diameter_px)
 
 
 class DenoiseParams(_Strict):
@@ -89,13 +116,14 @@ class DenoiseParams(_Strict):
     @model_validator(mode="after")
     def _validated(self) -> DenoiseParams:
         """Build the typed request now: its validation is the only one; a failure is a 422 naming the field."""
-        self.formats = list(dict.fromkeys(self.formats))
         self.deliver = list(dict.fromkeys(self.deliver))
-        wrong = [f for f in self.formats if f not in self.allowed_formats]
-        if wrong:
-            raise ValueError(f"format(s) {', '.join(wrong)} not available here; choose from {self.allowed_formats}")
-        if self.deliver and not any(f in DICOM_FORMATS for f in self.formats):
-            raise ValueError(f"deliver sends DICOM results: add one of {DICOM_FORMATS} to formats")
+        if self.formats is not None:  # None: the kind's default for its input (insert-lesion)
+            self.formats = list(dict.fromkeys(self.formats))
+            wrong = [f for f in self.formats if f not in self.allowed_formats]
+            if wrong:
+                raise ValueError(f"format(s) {', '.join(wrong)} not available here; choose from {self.allowed_formats}")
+            if self.deliver and not any(f in DICOM_FORMATS for f in self.formats):
+                raise ValueError(f"deliver sends DICOM results: add one of {DICOM_FORMATS} to formats")
         try:
             self._request = self.build_request()
         except BadInputError as exc:
@@ -127,6 +155,25 @@ class GenerateRequest(DenoiseParams):
         default=None,
         description="MAMBO only: the view recorded in DICOM output (the model does not condition on it); "
         "required for dicom-mg. Dual-view pairs are CC and MLO by construction.",
+    )
+    label: str | None = Field(
+        default=None,
+        alias="class",
+        max_length=64,
+        description="MAMBO only: the class to generate on a class-conditional bundle (GET /models lists its "
+        "classes); unset: unconditional.",
+    )
+    lesions: list[LesionIn] = Field(
+        default_factory=list,
+        max_length=MAX_LESIONS,
+        description="MAMBO only: lesions inserted into every generated image after generation (coordinates in "
+        "the returned image); each image then comes with its masks, its healthy twin and lesions.json.",
+    )
+    guidance_scale: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=MAX_GUIDANCE,
+        description="Classifier-free guidance toward the class / lesion kind (1: the plain conditional model).",
     )
 
     @model_validator(mode="after")
@@ -162,7 +209,13 @@ class GenerateRequest(DenoiseParams):
 
     def build_request(self) -> GenerationRequest:
         return GenerationRequest(
-            self.model, self.height, self.width, self.laterality, self.options(stitching=self.stitching)
+            self.model,
+            self.height,
+            self.width,
+            self.laterality,
+            self.options(stitching=self.stitching, guidance_scale=self.guidance_scale),
+            label=self.label,
+            lesions=tuple(lesion.spec() for lesion in self.lesions),
         )
 
     def job(self, deliver: tuple[str, ...] = ()) -> GenerateJob:
@@ -248,6 +301,58 @@ class AnomalyMapParams(_FormParams):
 
     def job(self, upload: StoredUpload, deliver: tuple[str, ...] = ()) -> AnomalyMapJob:
         return AnomalyMapJob(request=self._request, upload=upload, formats=tuple(self.formats), deliver=deliver)
+
+
+class InsertLesionParams(_FormParams):
+    """Form fields of POST /insert-lesion (with the image as the ``file`` part).
+
+    ``lesions`` is a JSON list of ``{"kind", "center": [row, col], "diameter_px"}`` in the input's pixels.
+    The API checks the list, the kinds against the served bundle and that each lesion lies on the image;
+    whether it lies in the breast and fits the bundle's edit window the worker checks (a failed job, 422).
+    """
+
+    lesions: str = Field(
+        max_length=16384,
+        description='JSON list of lesions: [{"kind": "mass", "center": [row, col], "diameter_px": 24}, ...] '
+        "in the input's pixels (before any flip).",
+        examples=['[{"kind": "mass", "center": [300, 200], "diameter_px": 24}]'],
+    )
+    guidance_scale: float = Field(
+        default=1.0, ge=0.0, le=MAX_GUIDANCE, description="Classifier-free guidance toward the lesion kind."
+    )
+    max_batch: int | None = Field(default=None, ge=1, le=MAX_BATCH, description="Largest model batch.")
+    formats: list[OutputFormat] | None = Field(  # type: ignore[assignment]
+        default=None,
+        max_length=5,
+        description="Unset: png16, plus the edited image as DICOM (dicom-mg when the input states laterality "
+        "and a CC/MLO view, else dicom) and the masks as dicom-seg for a DICOM input. Masks and "
+        "lesions.json always come.",
+    )
+
+    allowed_formats: ClassVar[tuple[str, ...]] = ("png16", "npy", "dicom", "dicom-mg", "dicom-seg")
+
+    def build_request(self) -> InsertionRequest:
+        import json
+
+        from models.lesion_outputs import check_formats
+
+        if self.formats is not None:
+            check_formats(self.formats)  # what the formats alone rule out; the input's part after its header
+        try:
+            items = json.loads(self.lesions)
+        except ValueError as exc:
+            raise BadInputError(f"lesions is not valid JSON ({exc.msg} at character {exc.pos})") from None
+        if not isinstance(items, list):
+            raise BadInputError("lesions must be a JSON list of {kind, center, diameter_px} objects")
+        if len(items) > MAX_LESIONS:
+            raise BadInputError(f"at most {MAX_LESIONS} lesions per image, got {len(items)}")
+        return InsertionRequest(
+            tuple(LesionSpec.from_dict(item) for item in items),
+            self.options(guidance_scale=self.guidance_scale),
+        )
+
+    def job(self, upload: StoredUpload, formats: tuple[str, ...], deliver: tuple[str, ...] = ()) -> InsertLesionJob:
+        return InsertLesionJob(request=self._request, upload=upload, formats=formats, deliver=deliver)
 
 
 class ResultLink(BaseModel):

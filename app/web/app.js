@@ -4,7 +4,7 @@
 "use strict";
 
 const ROUTES = { "generate": "/generate", "super-resolve": "/super-resolve", "anomaly-map": "/anomaly-map" };
-const HIDDEN = new Set(["file", "pacs", "study_uid", "series_uid", "instance_uid", "deliver", "callback_url"]);
+const HIDDEN = new Set(["file", "pacs", "study_uid", "series_uid", "instance_uid", "deliver", "callback_url", "lesions"]);
 const $ = (id) => document.getElementById(id);
 let openapi = null;
 let current = null;  // the final job record shown

@@ -14,6 +14,7 @@ Capture whose Rescale Slope/Intercept give back the real residual values (`dicom
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,7 @@ def write_segments(
         software_versions=first.model_version[:64],
         device_serial_number="none",
         series_description=f"{SYNTHETIC_WARNING} {what} mask"[:64],
-        content_label=(first.label if len(infos) == 1 else "SEGMENTS").upper().replace(" ", "_")[:16],
+        content_label=_code_string(first.label if len(infos) == 1 else "segments"),
         content_description=f"{what} by {first.model_name} {first.model_version}"[:64],
         omit_empty_frames=False,
     )
@@ -151,6 +152,11 @@ def write_segments(
         seg.save_as(f, enforce_file_format=True)
 
     return atomic_write(path, _write)
+
+
+def _code_string(text: str) -> str:
+    """A Content Label (CS): uppercase letters, digits, spaces and underscores, at most 16."""
+    return re.sub(r"[^A-Z0-9_]", "", text.upper().replace(" ", "_"))[:16] or "SEGMENT"
 
 
 def read_segmentation(path: str | os.PathLike[str]) -> tuple[np.ndarray, str, str]:

@@ -1,4 +1,4 @@
-"""POST /super-resolve and POST /anomaly-map: a DICOM or PNG/TIFF upload plus form parameters.
+"""POST /super-resolve, /anomaly-map and /insert-lesion: a DICOM or PNG/TIFF upload plus form parameters.
 
 The body is capped while it streams (`app.api.limits`); `app.api.intake` then refuses, cheapest
 first, a full queue (429), what the header rules out (415, 413, 422) and, decoding within the
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
@@ -24,6 +25,7 @@ from app.api.admission import (
     admit_cost,
     bundle_summary,
     check_callback,
+    check_lesions_on_bundle,
     check_output_size,
     ensure_model_available,
     preprocess_config,
@@ -33,14 +35,15 @@ from app.api.admission import (
 )
 from app.api.deps import ApiKeyDep, IdempotencyKeyDep, MetricsDep, StateDep
 from app.api.intake import SUFFIX, Upload, decode_and_check, header_of
-from app.api.schemas import AnomalyMapParams, JobAccepted, SuperResolveParams
+from app.api.schemas import AnomalyMapParams, InsertLesionParams, JobAccepted, SuperResolveParams
 from app.api.state import ServiceState
 from models.errors import BadInputError, NotBuiltError
 from models.input_checks import InputKind
-from workers.job_requests import AnomalyMapJob, SuperResolveJob
+from workers.job_requests import AnomalyMapJob, InsertLesionJob, SuperResolveJob
 from workers.pacs import InstanceRef, retrieve_dicomweb, source_server
 
 router = APIRouter(tags=["jobs"])
+UploadParams = SuperResolveParams | AnomalyMapParams | InsertLesionParams
 
 _UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Replay of an earlier request with the same Idempotency-Key."},
@@ -63,8 +66,8 @@ def _require(module: str, feature: str) -> None:
 
 def _submit(
     state: ServiceState,
-    job: SuperResolveJob | AnomalyMapJob,
-    params: SuperResolveParams | AnomalyMapParams,
+    job: SuperResolveJob | AnomalyMapJob | InsertLesionJob,
+    params: UploadParams,
     upload: Upload,
     idempotency_key: str | None,
     principal: str,
@@ -88,7 +91,7 @@ def _submit(
     )
 
 
-def _from_pacs(state: ServiceState, params: SuperResolveParams | AnomalyMapParams) -> bytes:
+def _from_pacs(state: ServiceState, params: UploadParams) -> bytes:
     """The named instance from a configured DICOMweb server, fetched under the upload limits."""
     s = state.settings
     ref = InstanceRef(params.pacs, params.study_uid, params.series_uid, params.instance_uid)  # type: ignore[arg-type]
@@ -101,9 +104,7 @@ def _from_pacs(state: ServiceState, params: SuperResolveParams | AnomalyMapParam
     )
 
 
-async def _input_bytes(
-    state: ServiceState, params: SuperResolveParams | AnomalyMapParams, file: UploadFile | None
-) -> bytes:
+async def _input_bytes(state: ServiceState, params: UploadParams, file: UploadFile | None) -> bytes:
     """The input image: the uploaded file, or the named instance on a configured DICOMweb server."""
     if params.pacs is None:
         if file is None:
@@ -132,16 +133,20 @@ async def _admit_upload(
     request: Request,
     state: ServiceState,
     kind: InputKind,
-    params: SuperResolveParams | AnomalyMapParams,
+    params: UploadParams,
     file: UploadFile | None,
     *,
     scale: int | None = None,
     resolution: str | None = None,
+    after_header: Callable[[Upload], None] | None = None,
 ) -> Upload:
-    """Queue room, then the header, then the decode and the worker's checks: each step only if the last passed."""
+    """Queue room, then the header (and the kind's own ``after_header`` checks), then the decode and the
+    worker's checks: each step only if the last passed."""
     await run_in_threadpool(state.submitter.check_room, params.priority)
     upload = await header_of(await _input_bytes(state, params, file), state.settings)
-    _check_dicom_outputs(params.formats, upload.info)
+    _check_dicom_outputs(params.formats or [], upload.info)
+    if after_header is not None:
+        after_header(upload)
     if scale is not None:
         check_output_size(state, upload.info.height, upload.info.width, factor=scale)
     await run_in_threadpool(ensure_model_available, state, "mambo")
@@ -213,4 +218,53 @@ async def anomaly_map(
     sub = await run_in_threadpool(_submit, state, job, params, upload, idempotency_key, principal)
     if not sub.replayed:
         metrics.submitted.labels(kind="anomaly-map").inc()
+    return await run_in_threadpool(accepted, request, response, sub)
+
+
+@router.post(
+    "/insert-lesion",
+    status_code=202,
+    response_model=JobAccepted,
+    summary="Queue a lesion insertion job",
+    responses=_UPLOAD_RESPONSES,
+)
+async def insert_lesion(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    metrics: MetricsDep,
+    principal: ApiKeyDep,
+    params: Annotated[InsertLesionParams, Form()],
+    file: Annotated[
+        UploadFile | None,
+        File(
+            description="Mammogram to insert the lesions into: DICOM, 8/16-bit PNG or TIFF (or name a PACS instance)."
+        ),
+    ] = None,
+    idempotency_key: IdempotencyKeyDep = None,
+) -> JobAccepted:
+    """Lesions of a chosen kind, place and size, with their exact masks; only the pixels around each lesion
+    change. Checked here: the form, the lesion list, the kinds against the served bundle's lesion network
+    and that each lesion lies on the image; in the breast and small enough: by the worker (a failed job)."""
+    from models.lesion_outputs import check_formats, default_formats
+
+    await run_in_threadpool(ensure_model_available, state, "mambo")
+    summary = await run_in_threadpool(bundle_summary, state, "mambo")
+    lesions = params._request.lesions
+    resolved: list[tuple[str, ...]] = []
+
+    def check_header(upload: Upload) -> None:  # before a pixel is decoded
+        info = upload.info
+        check_lesions_on_bundle(summary, lesions, (info.height, info.width))
+        resolved.append(check_formats(params.formats or default_formats(info), info))
+
+    upload = await _admit_upload(request, state, "insert-lesion", params, file, after_header=check_header)
+    formats = resolved[0]
+    deliver = resolve_delivery(state, list(formats), params.deliver)
+    if params.deliver and not deliver:
+        raise BadInputError("deliver sends DICOM results: this request writes none (add dicom or dicom-mg to formats)")
+    job = params.job(upload.stored(), formats, deliver)
+    sub = await run_in_threadpool(_submit, state, job, params, upload, idempotency_key, principal)
+    if not sub.replayed:
+        metrics.submitted.labels(kind="insert-lesion").inc()
     return await run_in_threadpool(accepted, request, response, sub)

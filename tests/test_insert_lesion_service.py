@@ -1,0 +1,274 @@
+"""Lesions on demand through the service: POST /insert-lesion and POST /generate with lesions, over HTTP, the
+real Redis and a real burst worker (`MammogenWorker`, in process) on a tiny random bundle with a lesion network.
+
+Checked: the result files and their bytes (the same the CLI writes), bit-identical pixels outside the edit
+regions of the returned 16-bit PNG, refusals before queueing (4xx naming the problem), and a lesion outside
+the breast failing its job with that message while the worker goes on serving."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from rq import Queue
+
+from app.cli.main import main
+from app.main import create_app
+from models.bundle import create_random_bundle
+from models.imaging.dicom_seg import read_segments
+from models.imaging.files import write_png16
+from models.lesion_spec import LesionSpec
+from tests.dicom_validation import dciodvfy_bytes
+from tests.imaging_support import phantom_dicom
+from tests.service_support import purge_queue, settings_for, unique_queue
+from training.phantoms import make_phantom_case
+from workers.queueing import SERIALIZER
+from workers.runtime import WorkerRuntime
+from workers.store import ResultStore
+from workers.worker import MammogenWorker
+
+pytestmark = pytest.mark.integration
+
+MASS = {"kind": "mass", "center": [128, 150], "diameter_px": 14}  # inside the right breast of the phantom
+CALC = {"kind": "calcifications", "center": [90, 160], "diameter_px": 8}
+FAST = {"steps": "2", "seed": "3"}
+DUAL_LESION = {"kind": "mass", "center": [4, 2], "diameter_px": 3}
+
+
+@pytest.fixture(scope="module")
+def lesion_bundle(tmp_path_factory) -> Path:
+    return create_random_bundle(
+        tmp_path_factory.mktemp("b") / "lesion-mambo", preset="tiny", lesion_network=True, conditioning="aligned"
+    )
+
+
+@pytest.fixture(scope="module")
+def phantom() -> np.ndarray:
+    return make_phantom_case(4242, (256, 192), laterality="R").cc.image
+
+
+@pytest.fixture
+def service(tmp_path, redis_conn, lesion_bundle) -> Iterator[tuple[TestClient, object, Queue]]:
+    """(HTTP client, run-the-queue function, the normal queue) of one service on the lesion bundle."""
+    name = unique_queue("lesion")
+    settings = settings_for(tmp_path, name, mambo_bundle=lesion_bundle)
+    store = ResultStore(settings.result_dir)
+    queue = Queue(name, connection=redis_conn, serializer=SERIALIZER)
+
+    def run_queue() -> None:
+        runtime = WorkerRuntime(store, {"mambo": lesion_bundle}, device="cpu")
+        MammogenWorker([queue], connection=redis_conn, runtime=runtime, heartbeat_s=1).work(burst=True)
+
+    try:
+        with TestClient(create_app(settings)) as client:
+            yield client, run_queue, queue
+    finally:
+        purge_queue(redis_conn, name)
+
+
+def _post(client: TestClient, data: bytes, lesions: object, name: str = "in.png", **form: object):
+    text = lesions if isinstance(lesions, str) else json.dumps(lesions)
+    ctype = "application/dicom" if name.endswith(".dcm") else "image/png"
+    return client.post("/insert-lesion", files={"file": (name, data, ctype)}, data={**FAST, "lesions": text, **form})
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.round(image * 65535).astype(np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _files(client: TestClient, info: dict) -> dict[str, bytes]:
+    return {link["name"]: client.get(link["url"]).content for link in info["results"]}
+
+
+def _u16(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_insert_lesion_end_to_end_png(service, phantom):
+    client, run_queue, _ = service
+    data = _png_bytes(phantom)
+    r = _post(client, data, [MASS, CALC])
+    assert r.status_code == 202, r.text
+    run_queue()
+    info = client.get(r.headers["Location"]).json()
+    assert info["status"] == "succeeded", info
+    assert info["kind"] == "insert-lesion"
+    files = _files(client, info)
+    assert set(files) == {"edited.png", "mask-01.png", "mask-02.png", "mask-union.png", "lesions.json"}
+    before, after = _u16(data), _u16(files["edited.png"])
+    assert after.dtype == np.uint16 and after.shape == (256, 192)
+    specs = [LesionSpec.from_dict(MASS), LesionSpec.from_dict(CALC)]
+    edit = specs[0].edit_region(before.shape) | specs[1].edit_region(before.shape)
+    assert np.array_equal(after[~edit], before[~edit]), "a pixel outside the edit regions changed"
+    assert not np.array_equal(after[edit], before[edit])
+    for n, spec in enumerate(specs, 1):
+        mask = _u16(files[f"mask-0{n}.png"])
+        assert mask.dtype == np.uint8 and np.array_equal(mask == 255, spec.lesion_mask(before.shape))
+    report = json.loads(files["lesions.json"])
+    assert [r["kind"] for r in report["lesions"]] == ["mass", "calcifications"]
+    assert report["bundle"]["name"] == "random-mambo-tiny" and report["input"]["format"] == "png"
+    assert sorted(report["files"]) == sorted(files)
+    summary = info["summary"]
+    assert summary["lesions"] == report["lesions"] and summary["options"]["seeds"] == [3]
+    assert summary["acceleration"]["setting"] == "auto"
+
+
+def test_insert_lesion_into_a_dicom_gives_a_derived_mammogram_and_its_seg(service, phantom, tmp_path):
+    client, run_queue, _ = service
+    src = phantom_dicom(tmp_path / "in.dcm", phantom, laterality="R", view="CC", patient_id="LES2")
+    r = _post(client, src.read_bytes(), [MASS], name="in.dcm")
+    assert r.status_code == 202, r.text
+    run_queue()
+    info = client.get(r.headers["Location"]).json()
+    assert info["status"] == "succeeded", info
+    files = _files(client, info)
+    assert {"edited.png", "edited_mg.dcm", "lesions_seg.dcm", "mask-01.png", "lesions.json"} <= set(files)
+    edited = pydicom.dcmread(io.BytesIO(files["edited_mg.dcm"]))
+    source = pydicom.dcmread(src)
+    assert edited.StudyInstanceUID == source.StudyInstanceUID and edited.PatientID == "LES2"
+    assert edited.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    (tmp_path / "seg.dcm").write_bytes(files["lesions_seg.dcm"])
+    masks, labels, referenced = read_segments(tmp_path / "seg.dcm")
+    assert referenced == edited.SOPInstanceUID and labels == ["lesion 1: mass"]
+    assert np.array_equal(masks[0], _u16(files["mask-01.png"]) == 255)
+    assert dciodvfy_bytes(files["edited_mg.dcm"], tmp_path, "mg.dcm") == []
+    assert dciodvfy_bytes(files["lesions_seg.dcm"], tmp_path, "seg2.dcm") == []
+
+
+@pytest.mark.parametrize(
+    ("lesions", "form", "status", "message"),
+    [
+        ("[]", {}, 422, "give at least one lesion"),
+        ('[{"kind": "mass", ', {}, 422, "lesions is not valid JSON"),
+        ({"kind": "mass"}, {}, 422, "lesions must be a JSON list"),
+        ([{**MASS, "diameter_px": -5}], {}, 422, "lesion diameter must be a positive number"),
+        ([{**MASS, "shape": "round"}], {}, 422, "unknown lesion field(s): shape"),
+        ([{"kind": "mass", "center": [1, 2]}], {}, 422, "a lesion needs diameter_px"),
+        ([MASS], {"colour": "red"}, 422, "unknown form field(s): colour"),
+        ([MASS], {"guidance_scale": "-1"}, 422, "guidance_scale"),
+        ([{**MASS, "kind": "cyst"}], {}, 422, "unknown kind 'cyst'; this bundle inserts mass, spiculated_mass"),
+        ([{**MASS, "center": [128, 400]}], {}, 422, "is off the 256x192 image"),
+        ([MASS], {"formats": ["png16", "dicom-seg"]}, 422, "add dicom or dicom-mg to formats"),
+        ([MASS], {"formats": "dicom"}, 422, "formats must include png16"),
+        ([MASS], {"formats": ["png16", "dicom"]}, 422, "it needs a DICOM input, not png"),
+    ],
+)
+def test_bad_requests_are_refused_before_queueing(service, phantom, lesions, form, status, message):
+    client, _, queue = service
+    r = _post(client, _png_bytes(phantom), lesions, **form)
+    assert r.status_code == status and message in r.text, r.text
+    assert queue.count == 0
+
+
+def test_a_request_without_lesions_names_the_missing_field(service, phantom):
+    client, _, queue = service
+    r = client.post("/insert-lesion", files={"file": ("in.png", _png_bytes(phantom), "image/png")}, data=FAST)
+    assert r.status_code == 422 and "lesions" in str(r.json()["detail"][0]["loc"])
+    assert queue.count == 0
+
+
+def test_a_lesion_outside_the_breast_fails_its_job_and_the_worker_goes_on(service, phantom):
+    client, run_queue, _ = service
+    data = _png_bytes(phantom)
+    outside = _post(client, data, [{"kind": "mass", "center": [12, 100], "diameter_px": 8}])
+    too_large = _post(client, data, [{"kind": "mass", "center": [128, 140], "diameter_px": 60}])
+    good = _post(client, data, [MASS])
+    assert outside.status_code == too_large.status_code == good.status_code == 202
+    run_queue()  # one worker takes all three in turn
+    failed = client.get(outside.headers["Location"]).json()
+    assert failed["status"] == "failed", failed
+    assert failed["error"]["error"] == "bad_input" and failed["error"]["http_status"] == 422
+    assert "lies outside the breast" in failed["error"]["detail"]
+    big = client.get(too_large.headers["Location"]).json()
+    assert big["status"] == "failed" and "this bundle edits at most" in big["error"]["detail"]
+    assert failed["retries_left"] == big["retries_left"]  # bad input is not retried
+    assert client.get(good.headers["Location"]).json()["status"] == "succeeded"
+
+
+def test_insert_lesion_gives_the_cli_files_byte_for_byte(service, lesion_bundle, phantom, tmp_path):
+    client, run_queue, _ = service
+    src = write_png16(tmp_path / "in.png", phantom)
+    r = _post(client, src.read_bytes(), [MASS, CALC], guidance_scale="1.5")
+    assert r.status_code == 202, r.text
+    run_queue()
+    info = client.get(r.headers["Location"]).json()
+    assert info["status"] == "succeeded", info
+    argv = ["insert-lesion", str(src), "--lesion", "mass:128,150,14", "--lesion", "calcifications:90,160,8"]
+    argv += ["--steps", "2", "--seed", "3", "--guidance-scale", "1.5", "--bundle", str(lesion_bundle)]
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    served = _files(client, info)
+    for name in ("edited.png", "mask-01.png", "mask-02.png", "mask-union.png"):
+        assert served[name] == (tmp_path / "cli" / name).read_bytes(), name
+    cli_report = json.loads((tmp_path / "cli" / "lesions.json").read_text())
+    assert json.loads(served["lesions.json"])["lesions"] == cli_report["lesions"]
+
+
+def test_generate_with_lesions_returns_masks_and_the_healthy_twin(service, lesion_bundle):
+    from models.lesion_insertion import LesionInserter
+    from models.lesion_outputs import generated_info
+
+    client, run_queue, _ = service
+    body = {"model": "mambo", "height": 96, "width": 96, "steps": 2, "seed": 11, "laterality": "L"}
+    plain = client.post("/generate", json=body)
+    assert plain.status_code == 202, plain.text
+    run_queue()
+    image = _u16(_files(client, client.get(plain.headers["Location"]).json())["image00.png"]) / 65535.0
+    # a place in this (random-weight) image's breast: the inserter's own check decides
+    inserter = LesionInserter.from_bundle(lesion_bundle)
+    spot = None
+    for row in range(20, 76, 4):
+        for col in range(10, 40, 4):
+            try:
+                inserter.check(image, [LesionSpec("mass", (row, col), 6)], generated_info("L", "left"))
+            except Exception:
+                continue
+            spot = (row, col)
+            break
+        if spot:
+            break
+    assert spot is not None, "no place in the generated breast for a 6 px lesion"
+    lesion = {"kind": "mass", "center": list(spot), "diameter_px": 6}
+    r = client.post("/generate", json={**body, "lesions": [lesion], "guidance_scale": 2.0})
+    assert r.status_code == 202, r.text
+    run_queue()
+    info = client.get(r.headers["Location"]).json()
+    assert info["status"] == "succeeded", info
+    files = _files(client, info)
+    assert {"image00.png", "image00_healthy.png", "image00_mask-01.png", "image00_mask-union.png"} <= set(files)
+    healthy, edited = _u16(files["image00_healthy.png"]), _u16(files["image00.png"])
+    assert np.array_equal(healthy / 65535.0, image)  # the same generation, then the lesion
+    spec = LesionSpec.from_dict(lesion)
+    outside = ~spec.edit_region(healthy.shape)
+    assert np.array_equal(edited[outside], healthy[outside]) and not np.array_equal(edited, healthy)
+    assert np.array_equal(_u16(files["image00_mask-01.png"]) == 255, spec.lesion_mask(healthy.shape))
+    report = json.loads(files["image00_lesions.json"])
+    assert report["image"] == "image00" and report["lesions"][0]["center"] == [float(spot[0]), float(spot[1])]
+    assert info["summary"]["lesions"][0][0]["kind"] == "mass" and info["summary"]["options"]["guidance_scale"] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"class": "mass"}, "is not class-conditional: leave class unset"),
+        ({"lesions": [{"kind": "cyst", "center": [40, 20], "diameter_px": 6}]}, "unknown kind 'cyst'"),
+        ({"lesions": [{"kind": "mass", "center": [40, 200], "diameter_px": 6}]}, "is off the 96x96 image"),
+        ({"lesions": [{"kind": "mass", "center": [40, 20], "diameter_px": 0}]}, "must be a positive number"),
+        ({"lesions": [{"kind": "mass", "centre": [40, 20], "diameter_px": 6}]}, "centre"),
+        ({"model": "dualview", "height": None, "width": None, "lesions": [DUAL_LESION]}, "not dual-view"),
+        ({"guidance_scale": 50}, "guidance_scale"),
+    ],
+)
+def test_bad_class_or_lesions_in_generate_are_422(service, extra, message):
+    client, _, queue = service
+    r = client.post("/generate", json={"model": "mambo", "height": 96, "width": 96, "steps": 2, **extra})
+    assert r.status_code == 422 and message in r.text, r.text
+    assert queue.count == 0
