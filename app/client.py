@@ -84,6 +84,17 @@ class MammogenClient:
         """POST /anomaly-map with an image file (path or bytes) and form fields."""
         return self._upload("/anomaly-map", file, params, idempotency_key)
 
+    def insert_lesion(
+        self,
+        file: str | os.PathLike[str] | bytes,
+        lesions: list[dict[str, Any]],
+        idempotency_key: str | None = None,
+        **params: Any,
+    ):
+        """POST /insert-lesion with an image file (path or bytes), the lesions
+        (``[{"kind": "mass", "center": [row, col], "diameter_px": 24}, ...]``) and form fields."""
+        return self._upload("/insert-lesion", file, {**params, "lesions": json.dumps(lesions)}, idempotency_key)
+
     def _upload(self, path: str, file: Any, params: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
         if isinstance(file, bytes):
             name, data = "input", file

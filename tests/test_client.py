@@ -83,6 +83,9 @@ def test_cancel_and_refusals(client, tmp_path):
     with pytest.raises(ServiceError) as refused:
         client.generate(model="mambo", steps=0)
     assert refused.value.status == 422
+    with pytest.raises(ServiceError) as refused:  # the test bundle has no lesion network
+        client.insert_lesion(b"not read", [{"kind": "mass", "center": [40, 40], "diameter_px": 8}], steps=2)
+    assert refused.value.status == 503 and "has no lesion network" in refused.value.detail
     with pytest.raises(ServiceError) as refused:
         client.download(job, tmp_path)  # a job that did not succeed has no results
     assert refused.value.status in (404, 409)

@@ -272,3 +272,17 @@ def test_bad_class_or_lesions_in_generate_are_422(service, extra, message):
     r = client.post("/generate", json={"model": "mambo", "height": 96, "width": 96, "steps": 2, **extra})
     assert r.status_code == 422 and message in r.text, r.text
     assert queue.count == 0
+
+
+def test_the_python_client_inserts_and_downloads_verified_files(service, phantom, tmp_path):
+    from app.client import MammogenClient
+    from tests.service_support import live_server
+
+    client, run_queue, _ = service
+    with live_server(client.app) as url, MammogenClient(url) as mg:
+        job = mg.insert_lesion(_png_bytes(phantom), [MASS], steps=2, seed=1)
+        run_queue()
+        record = mg.wait(job, progress=False)
+        assert record["status"] == "succeeded", record
+        paths = mg.download(record, tmp_path / "got")  # each file checked against its size and sha256
+    assert {p.name for p in paths} == {"edited.png", "mask-01.png", "mask-union.png", "lesions.json"}

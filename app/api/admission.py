@@ -115,21 +115,30 @@ def _networks(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return nets if isinstance(nets, dict) else {}
 
 
-def check_lesions_on_bundle(summary: dict[str, Any], lesions: Any, shape: tuple[int, int]) -> None:
-    """What the API can check of lesions without the image's pixels, with the worker's own check
-    (`models.lesion_spec.check_lesions`): each kind is one the served bundle's lesion network inserts (its
-    manifest, as the workers report it) and, given the image's size, each lesion lies on the image. In the
-    breast and small enough for the bundle's window: the worker checks (it has the pixels and the networks)."""
-    from models.lesion_spec import check_lesions
-
-    if not summary:  # neither a worker nor a manifest to ask: the worker checks everything
-        return
+def lesion_kinds(summary: dict[str, Any]) -> tuple[str, ...] | None:
+    """The kinds the served bundle's lesion network inserts (its manifest, as the workers report it);
+    None when neither a worker nor a manifest can be asked (the worker checks); BundleNotFoundError (503)
+    when the bundle has no lesion network."""
+    if not summary:
+        return None
     nets = _networks(summary)
     if "lesion" not in nets:
         raise BundleNotFoundError(
             f"the served MAMBO bundle {summary.get('name')} has no lesion network: lesion insertion is unavailable"
         )
-    check_lesions(list(lesions), (int(shape[0]), int(shape[1])), tuple(nets["lesion"].get("classes") or ()))
+    return tuple(nets["lesion"].get("classes") or ())
+
+
+def check_lesions_on_bundle(summary: dict[str, Any], lesions: Any, shape: tuple[int, int]) -> None:
+    """What the API can check of lesions without the image's pixels, with the worker's own check
+    (`models.lesion_spec.check_lesions`): each kind is one the served bundle's lesion network inserts and
+    each lesion lies on the image of ``shape``. In the breast and small enough for the bundle's window:
+    the worker checks (it has the pixels and the networks)."""
+    from models.lesion_spec import check_lesions
+
+    kinds = lesion_kinds(summary)
+    if kinds is not None:
+        check_lesions(list(lesions), (int(shape[0]), int(shape[1])), kinds)
 
 
 def admit_cost(state: ServiceState, job: Job, *, breast_fraction: float | None = None) -> JobCost:

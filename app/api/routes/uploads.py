@@ -28,6 +28,7 @@ from app.api.admission import (
     check_lesions_on_bundle,
     check_output_size,
     ensure_model_available,
+    lesion_kinds,
     preprocess_config,
     resolve_delivery,
     tile_size,
@@ -250,6 +251,7 @@ async def insert_lesion(
 
     await run_in_threadpool(ensure_model_available, state, "mambo")
     summary = await run_in_threadpool(bundle_summary, state, "mambo")
+    lesion_kinds(summary)  # 503 before any input is read when the bundle has no lesion network
     lesions = params._request.lesions
     resolved: list[tuple[str, ...]] = []
 
