@@ -30,7 +30,7 @@ from models.devices import Device
 from models.errors import BadInputError, BundleIntegrityError
 from models.intensity import IntensityMapping
 from models.metrics.dualview_stats import PERCENTILE_CLIP, third_channel_error
-from models.options import DEFAULT_OPTIONS, SamplingOptions
+from models.options import SamplingOptions, default_options
 from models.progress import CancelFn, ProgressFn, Reporter
 from models.requests import GenerationRequest, Laterality, chest_wall_side
 from models.sampling import CallStats, SamplerSpec, denoise, tile_generator, unet_predictor
@@ -44,6 +44,8 @@ NETWORK = "dualview"
 STAGE = "dualview"
 #: Paper default resolution; a bundle's network config overrides it.
 DEFAULT_SIZE = 256
+#: A dual-view request's sampling when it names none (models.options.SAMPLING_DEFAULTS).
+DUALVIEW_OPTIONS = default_options("dualview")
 
 
 # -- channel encoding -----------------------------------------------------------------------------
@@ -154,7 +156,7 @@ class DualViewPipeline:
     @torch.no_grad()
     def __call__(
         self,
-        options: SamplingOptions = DEFAULT_OPTIONS,
+        options: SamplingOptions = DUALVIEW_OPTIONS,
         *,
         laterality: Laterality | Sequence[Laterality | None] | None = None,
         callback: ProgressFn | None = None,

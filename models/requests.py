@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 from models.anomaly_postprocess import BINARIZE_MODES, STRONG_POST, BinarizeMode, PostProcess
 from models.errors import BadInputError
 from models.lesion_spec import MAX_LESIONS, LesionSpec
-from models.options import DEFAULT_OPTIONS, SamplingOptions
+from models.options import SamplingOptions, default_options
 
 Model = Literal["mambo", "dualview"]
 MODELS: tuple[str, ...] = ("mambo", "dualview")
@@ -63,7 +63,8 @@ class GenerationRequest(_Request):
     """MAMBO images or dual-view CC + MLO pairs: one per seed of ``options``.
 
     ``height``/``width`` unset: the bundle's native size (MAMBO; dual-view pairs have a fixed size).
-    ``laterality`` decides the chest-wall side of the output (standard display). ``label``: the class
+    ``laterality`` decides the chest-wall side of the output (standard display). ``options`` unset:
+    the model's sampling defaults (``models.options.SAMPLING_DEFAULTS``), one seed. ``label``: the class
     of a class-conditional MAMBO bundle (API field ``class``). ``lesions``: inserted into every image
     after generation (``models.lesion_insertion``), with their masks returned.
     """
@@ -72,13 +73,15 @@ class GenerationRequest(_Request):
     height: int | None = None
     width: int | None = None
     laterality: Laterality = "R"
-    options: SamplingOptions = DEFAULT_OPTIONS
+    options: SamplingOptions = None  # type: ignore[assignment]  # None: filled in by the model's defaults
     label: str | None = None
     lesions: tuple[LesionSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise BadInputError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.options is None:
+            object.__setattr__(self, "options", default_options(self.model))
         chest_wall_side(self.laterality)
         for name in ("height", "width"):
             value = getattr(self, name)
@@ -107,6 +110,10 @@ class GenerationRequest(_Request):
         return chest_wall_side(self.laterality)
 
 
+#: A super-resolution's sampling when it names none (``models.options.SAMPLING_DEFAULTS``).
+SUPERRES_OPTIONS = default_options("superres")
+
+
 @dataclass(frozen=True)
 class SuperResConfig(_Request):
     """Super-resolution: the target size (``scale`` x the input, or ``height``/``width``), what the input
@@ -117,7 +124,7 @@ class SuperResConfig(_Request):
     height: int | None = None
     width: int | None = None
     stand_in: StandIn = "auto"
-    options: SamplingOptions = DEFAULT_OPTIONS
+    options: SamplingOptions = SUPERRES_OPTIONS
 
     def __post_init__(self) -> None:
         if self.stand_in not in STAND_INS:
@@ -138,13 +145,17 @@ class SuperResConfig(_Request):
         return h * int(self.scale or 0), w * int(self.scale or 0)
 
 
+#: A lesion insertion's sampling when it names none (``models.options.SAMPLING_DEFAULTS``).
+INSERTION_OPTIONS = default_options("insertion")
+
+
 @dataclass(frozen=True)
 class InsertionRequest(_Request):
     """Lesions to insert into one image (``models.lesion_insertion``); ``options`` holds one seed and
     the guidance scale."""
 
     lesions: tuple[LesionSpec, ...] = ()
-    options: SamplingOptions = DEFAULT_OPTIONS
+    options: SamplingOptions = INSERTION_OPTIONS
 
     def __post_init__(self) -> None:
         lesions = tuple(les if isinstance(les, LesionSpec) else LesionSpec.from_dict(les) for les in self.lesions)
@@ -161,7 +172,7 @@ class InsertionRequest(_Request):
 
 
 #: The stronger recipe's sampling: DDPM over the whole 1000-step schedule, five reconstructions.
-ANOMALY_OPTIONS = SamplingOptions(sampler="ddpm", steps=1000, seeds=(0, 1, 2, 3, 4))
+ANOMALY_OPTIONS = default_options("anomaly", seeds=(0, 1, 2, 3, 4))
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,9 @@ def test_numeric_bounds_in_the_schema_are_the_servers(client):
     props = client.get("/openapi.json").json()["components"]["schemas"]["GenerateRequest"]["properties"]
     height = next(b for b in props["height"]["anyOf"] if b.get("type") == "integer")
     assert (height["minimum"], height["maximum"]) == (32, 4096)  # max_image_side of this server
-    assert props["steps"]["minimum"] == 1 and props["steps"]["maximum"] == 1000
+    steps = next(b for b in props["steps"]["anyOf"] if b.get("type") == "integer")
+    assert (steps["minimum"], steps["maximum"]) == (1, 1000) and props["steps"].get("default") is None
+    assert "job kind's default" in props["steps"]["description"]
     assert props["eta"]["minimum"] == 0 and props["eta"]["maximum"] == 1
     body = {"height": 4096, "width": 32, "steps": 1}
     assert client.post("/generate", json={**body, "height": 4097}).status_code == 413

@@ -85,10 +85,16 @@ def test_checks_pass_and_fail_on_their_limits_and_nan_fails():
 
 def test_gates_sample_with_the_services_own_defaults():
     defaults = service_defaults()
-    from app.api.schemas import AnomalyMapParams, DenoiseParams
+    from app.api.schemas import AnomalyMapParams
+    from models.options import default_sampling
 
-    assert defaults["generate"].options.steps == DenoiseParams.model_fields["steps"].default
-    assert defaults["generate"].options.sampler == DenoiseParams.model_fields["sampler"].default
+    for kind, gate in (
+        ("mambo", "generate"),
+        ("dualview", "dualview"),
+        ("superres", "superres"),
+        ("anomaly", "anomaly"),
+    ):
+        assert (defaults[gate].options.sampler, defaults[gate].options.steps) == default_sampling(kind)
     assert defaults["anomaly"].lam == AnomalyMapParams.model_fields["timestep"].default
     assert set(GATES) == {"stage1", "full", "conditioning", "superres", "anomaly", "dualview"}
 

@@ -80,3 +80,54 @@ def test_the_options_and_requests_import_no_torch():
     code = "import sys, models.options, models.requests, workers.job_requests; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("command", "kind", "argv"),
+    [
+        ("generate", "mambo", ["--out", "o"]),
+        ("dualview", "dualview", ["--out", "o"]),
+        ("super-resolve", "superres", ["in.png", "--out", "o"]),
+        ("anomaly-map", "anomaly", ["in.png", "--out", "o"]),
+    ],
+)
+def test_api_cli_and_requests_share_one_table_of_sampling_defaults(command, kind, argv):
+    """What a request that names no sampler/steps gets, through each door, is the job kind's row."""
+    from app.api.schemas import AnomalyMapParams, GenerateRequest, SuperResolveParams
+    from app.cli.common import sampling_options
+    from app.cli.main import build_parser
+    from models.options import SAMPLING_DEFAULTS, default_options
+    from models.requests import ANOMALY_OPTIONS, SUPERRES_OPTIONS
+
+    row = SAMPLING_DEFAULTS[kind]
+    expected = (row.sampler, row.steps[row.sampler])
+    api = {
+        "mambo": lambda: GenerateRequest(seed=0),
+        "dualview": lambda: GenerateRequest(model="dualview", seed=0),
+        "superres": lambda: SuperResolveParams(seed=0),
+        "anomaly": lambda: AnomalyMapParams(seed=0),
+    }[kind]().build_request()
+    args = build_parser(command).parse_args([command, *argv])
+    cli = sampling_options(args, (0,))
+    model = {
+        "mambo": GenerationRequest().options,
+        "dualview": GenerationRequest("dualview").options,
+        "superres": SUPERRES_OPTIONS,
+        "anomaly": ANOMALY_OPTIONS,
+    }[kind]
+    for options in (api.options, cli, model, default_options(kind)):
+        assert (options.sampler, options.steps) == expected
+
+
+def test_a_request_naming_only_its_sampler_gets_that_samplers_steps_for_its_kind():
+    from app.api.schemas import AnomalyMapParams, GenerateRequest
+    from models.options import SAMPLING_DEFAULTS, default_sampling
+
+    assert default_sampling("anomaly") == ("ddpm", 1000)  # the recipe: lambda + 1 calls from lambda
+    assert GenerateRequest(sampler="ddpm", seed=0).build_request().options.steps == 1000
+    ddim = GenerateRequest(sampler="ddim", seed=0).build_request().options
+    assert (ddim.sampler, ddim.steps) == ("ddim", SAMPLING_DEFAULTS["mambo"].steps["ddim"])
+    given = AnomalyMapParams(steps=7, seed=0).build_request().options
+    assert (given.sampler, given.steps) == ("ddpm", 7)
+    with pytest.raises(BadInputError, match="job kind"):
+        default_sampling("segment")

@@ -23,6 +23,8 @@ from models.options import (
     SAMPLERS,
     STITCHING_MODES,
     SamplingOptions,
+    default_sampling,
+    describe_defaults,
     request_seeds,
 )
 from models.requests import STAND_INS, AnomalyConfig, GenerationRequest, InsertionRequest, SuperResConfig
@@ -66,17 +68,32 @@ class LesionIn(_Strict):
         return LesionSpec(self.kind, self.center, self.diameter_px)
 
 
+def _steps(*kinds: str) -> Any:
+    return Field(
+        default=None,
+        ge=1,
+        le=MAX_STEPS,
+        description=f"Denoising steps per stage; unset: the job kind's default ({describe_defaults(*kinds)}).",
+    )
+
+
+def _sampler(*kinds: str) -> Any:
+    return Field(default=None, description=f"Sampler; unset: the job kind's default ({describe_defaults(*kinds)}).")
+
+
 class DenoiseParams(_Strict):
     """The sampling options every job kind takes (``models.options.SamplingOptions`` validates them, once).
 
     A request that gives no seed gets a random one when it is accepted; the job summary records it.
+    Unset ``sampler`` / ``steps`` are the job kind's defaults (``models.options.SAMPLING_DEFAULTS``, the
+    one table the CLI reads too); the job summary records what ran.
     """
 
     seed: int | None = Field(
         default=None, ge=0, le=MAX_SEED - 16, description="Random seed of the first image; unset: random."
     )
-    steps: int = Field(default=50, ge=1, le=MAX_STEPS, description="Denoising steps per stage.")
-    sampler: Sampler = "ddim"
+    steps: int | None = _steps("mambo", "dualview", "superres", "anomaly", "insertion")
+    sampler: Sampler | None = _sampler("mambo", "dualview", "superres", "anomaly", "insertion")
     eta: float = Field(default=0.0, ge=0.0, le=1.0, description="DDIM eta (0 = deterministic).")
     formats: list[OutputFormat] = Field(
         default_factory=lambda: ["png16"], min_length=1, max_length=5, json_schema_extra={"default": ["png16"]}
@@ -102,11 +119,16 @@ class DenoiseParams(_Strict):
     def _count(self) -> int:
         return 1
 
+    def _kind(self) -> str:
+        """The job kind whose sampling defaults apply (``models.options.JOB_KINDS``)."""
+        raise NotImplementedError
+
     def options(self, **extra: Any) -> SamplingOptions:
-        """The request's SamplingOptions (a missing seed drawn here)."""
+        """The request's SamplingOptions (a missing seed drawn here, missing sampler/steps the kind's defaults)."""
+        sampler, steps = default_sampling(self._kind(), self.sampler, self.steps)
         return SamplingOptions(
-            sampler=self.sampler,
-            steps=self.steps,
+            sampler=sampler,  # type: ignore[arg-type]
+            steps=steps,
             eta=self.eta,
             seeds=request_seeds(self.seed, self._count()),
             max_batch=getattr(self, "max_batch", None) or 16,
@@ -143,6 +165,8 @@ class GenerateRequest(DenoiseParams):
     """POST /generate: MAMBO full-resolution images or dual-view CC + MLO pairs."""
 
     model: Literal["mambo", "dualview"] = "mambo"
+    steps: int | None = _steps("mambo", "dualview")
+    sampler: Sampler | None = _sampler("mambo", "dualview")
     height: int | None = Field(default=None, ge=32, description="Output height in pixels; unset: the bundle's size.")
     width: int | None = Field(default=None, ge=32, description="Output width in pixels; unset: the bundle's size.")
     count: int = Field(default=1, ge=1, le=16, description="Images (or CC + MLO pairs) to generate.")
@@ -207,6 +231,9 @@ class GenerateRequest(DenoiseParams):
     def _count(self) -> int:
         return self.count
 
+    def _kind(self) -> str:
+        return self.model
+
     def build_request(self) -> GenerationRequest:
         return GenerationRequest(
             self.model,
@@ -257,11 +284,16 @@ class SuperResolveParams(_FormParams):
     """Form fields of POST /super-resolve (with the image as the ``file`` part)."""
 
     scale: int = Field(default=4, ge=2, le=16, description="Upscaling factor (the paper uses 4 and 16).")
+    steps: int | None = _steps("superres")
+    sampler: Sampler | None = _sampler("superres")
     stitching: Stitching = "wavefront"
     stand_in: Literal[STAND_INS] = Field(  # type: ignore[valid-type]
         default="auto", description="What the input replaces: the global image (stages 2+3 run) or the mid image."
     )
     max_batch: int | None = Field(default=None, ge=1, le=MAX_BATCH, description="Largest model batch.")
+
+    def _kind(self) -> str:
+        return "superres"
 
     def build_request(self) -> SuperResConfig:
         return SuperResConfig(self.scale, stand_in=self.stand_in, options=self.options(stitching=self.stitching))
@@ -273,8 +305,12 @@ class SuperResolveParams(_FormParams):
 class AnomalyMapParams(_FormParams):
     """Form fields of POST /anomaly-map (with the image as the ``file`` part).
 
-    Defaults follow the stronger recipe: noise to lambda = 700, several seeds, Otsu threshold.
+    Defaults follow the stronger recipe: noise to lambda = 700, several seeds, Otsu threshold, DDPM over
+    the 1000-step schedule (lambda + 1 model calls per seed).
     """
+
+    steps: int | None = _steps("anomaly")
+    sampler: Sampler | None = _sampler("anomaly")
 
     timestep: int = Field(default=700, ge=1, le=999, description="Noise level lambda the input is noised to.")
     repeats: int = Field(default=3, ge=1, le=16, description="Seeds (seed, seed+1, ...) whose residuals are averaged.")
@@ -289,6 +325,9 @@ class AnomalyMapParams(_FormParams):
 
     def _count(self) -> int:
         return self.repeats
+
+    def _kind(self) -> str:
+        return "anomaly"
 
     def build_request(self) -> AnomalyConfig:
         return AnomalyConfig(
@@ -329,7 +368,13 @@ class InsertLesionParams(_FormParams):
         "lesions.json always come.",
     )
 
+    steps: int | None = _steps("insertion")
+    sampler: Sampler | None = _sampler("insertion")
+
     allowed_formats: ClassVar[tuple[str, ...]] = ("png16", "npy", "dicom", "dicom-mg", "dicom-seg")
+
+    def _kind(self) -> str:
+        return "insertion"
 
     def build_request(self) -> InsertionRequest:
         import json

@@ -44,8 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", type=Path, default=None, help="MAMBO bundle trained on healthy images")
     add_sampling_arguments(
         parser,
-        sampler="ddpm",
-        steps=1000,
+        kind="anomaly",
         steps_help="sampler steps over the 1000-step schedule (ddpm 1000: lambda calls)",
         max_batch_help="tiles x seeds per network call",
         stitching=False,

@@ -24,18 +24,25 @@ def progress_printer(label: str) -> Callable[[Any], None]:
 def add_sampling_arguments(
     parser: argparse.ArgumentParser,
     *,
-    sampler: str = "ddim",
-    steps: int = 50,
+    kind: str,
+    sampler: str | None = None,
+    steps: int | None = None,
     steps_help: str = "denoising steps per stage",
     max_batch: int = 16,
     max_batch_help: str = "tiles per network call (bounds memory)",
     stitching: bool = True,
 ) -> None:
-    """The flags of ``models.options.SamplingOptions`` (same names as the API fields); seeds are per command."""
-    from models.options import SAMPLERS, STITCHING_MODES
+    """The flags of ``models.options.SamplingOptions`` (same names as the API fields); seeds are per command.
 
-    parser.add_argument("--sampler", default=sampler, choices=SAMPLERS)
-    parser.add_argument("--steps", type=int, default=steps, help=steps_help)
+    ``--sampler`` / ``--steps`` default to the job ``kind``'s (``models.options.SAMPLING_DEFAULTS``, the
+    API's table), so a command and a request that leave them out run the same; ``sampler`` / ``steps``
+    set other defaults for commands that are not a job (evaluations)."""
+    from models.options import SAMPLERS, STITCHING_MODES, describe_defaults
+
+    parser.set_defaults(sampling_kind=kind)
+    default = describe_defaults(kind) if sampler is None and steps is None else f"{sampler} {steps}"
+    parser.add_argument("--sampler", default=sampler, choices=SAMPLERS, help=f"default: {default}")
+    parser.add_argument("--steps", type=int, default=steps, help=f"{steps_help} (default: {default})")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic, 1: DDPM-like)")
     parser.add_argument("--max-batch", type=int, default=max_batch, help=max_batch_help)
     if stitching:
@@ -44,11 +51,12 @@ def add_sampling_arguments(
 
 def sampling_options(args: argparse.Namespace, seeds: tuple[int, ...]) -> Any:
     """The validated SamplingOptions of the flags added by :func:`add_sampling_arguments`."""
-    from models.options import SamplingOptions
+    from models.options import SamplingOptions, default_sampling
 
+    sampler, steps = default_sampling(args.sampling_kind, args.sampler, args.steps)
     return SamplingOptions(
-        sampler=args.sampler,
-        steps=args.steps,
+        sampler=sampler,  # type: ignore[arg-type]
+        steps=steps,
         eta=args.eta,
         stitching=getattr(args, "stitching", "wavefront"),
         max_batch=args.max_batch,

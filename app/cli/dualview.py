@@ -33,6 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the first pair (pair i: seed + i)")
     add_sampling_arguments(
         parser,
+        kind="dualview",
         steps_help="denoising steps (the paper: ddpm, 1000)",
         max_batch=8,
         max_batch_help="pairs per network call (was --batch-size)",

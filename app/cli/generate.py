@@ -37,7 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int, default=None, help="output height (default: the bundle's native)")
     parser.add_argument("--width", type=int, default=None, help="output width (default: the bundle's native)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
-    add_sampling_arguments(parser, steps_help="denoising steps per stage (paper: DDIM 150)")
+    add_sampling_arguments(parser, kind="mambo", steps_help="denoising steps per stage (paper: DDIM 150)")
     parser.add_argument("--count", type=int, default=1, help="number of images")
     parser.add_argument(
         "--images-per-batch",

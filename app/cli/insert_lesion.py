@@ -51,7 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--bundle", type=Path, default=None, help="MAMBO bundle with a lesion network")
     parser.add_argument("--seed", type=int, default=0)
-    add_sampling_arguments(parser, stitching=False, max_batch_help="windows per network call")
+    add_sampling_arguments(parser, kind="insertion", stitching=False, max_batch_help="windows per network call")
     parser.add_argument(
         "--guidance-scale", type=float, default=1.0, help="classifier-free guidance toward the kind (1: plain)"
     )

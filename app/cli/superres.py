@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=None, help="explicit output width (with --height)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--bundle", type=Path, default=None, help="MAMBO bundle (default: the configured one)")
-    add_sampling_arguments(parser)
+    add_sampling_arguments(parser, kind="superres")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--stand-in",

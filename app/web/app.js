@@ -83,7 +83,7 @@ function renderFields() {
       if (prop.minimum !== undefined) input.min = prop.minimum;
       if (prop.maximum !== undefined) input.max = prop.maximum;
       if (raw.default !== null && raw.default !== undefined) input.value = raw.default;
-      input.placeholder = raw.default === null ? "(default)" : "";
+      input.placeholder = raw.default == null ? "(default)" : ""; // unset (null, or omitted by FastAPI): the server decides
     }
     label.append(input);
     box.append(label);

@@ -45,7 +45,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phantom-seed", type=int, default=1000, help="first test phantom seed")
     parser.add_argument("--lambda", dest="lam", type=int, default=700)
     parser.add_argument("--seeds", type=int, default=5, help="reconstructions averaged per image")
-    add_sampling_arguments(parser, steps=100, steps_help="sampler steps over the 1000-step schedule", stitching=False)
+    add_sampling_arguments(
+        parser,
+        kind="anomaly",
+        sampler="ddim",
+        steps=100,
+        steps_help="sampler steps over the 1000-step schedule",
+        stitching=False,
+    )
     parser.add_argument("--recipe", default="strong", choices=("strong", "paper"))
     parser.add_argument("--resolution", default="global", choices=("global", "full"))
     parser.add_argument("--fixed-threshold", type=float, default=0.1, help="heat threshold of the fixed mode")
@@ -308,7 +315,8 @@ def run(args: argparse.Namespace) -> int:
             "bundle": bundle_desc,
             "reconstruction": "healthy twin (oracle)"
             if args.oracle
-            else f"lambda={args.lam}, {args.seeds} seeds, {args.sampler} {args.steps} steps, {args.resolution}",
+            else f"lambda={args.lam}, {args.seeds} seeds, {config.options.sampler} {config.options.steps} steps, "
+            f"{args.resolution}",
             "recipe": args.recipe,
             "test views": len(test),
             "validation views": len(val),

@@ -74,7 +74,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the phantom's own lesions as the insertion: what a perfect inserter scores",
     )
-    add_sampling_arguments(parser, stitching=False, steps_help="insertion sampler steps")
+    add_sampling_arguments(
+        parser, kind="insertion", sampler="ddim", steps=50, stitching=False, steps_help="insertion sampler steps"
+    )
     parser.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance of insertion")
     parser.add_argument("--anomaly-lambda", type=int, default=None, help="anomaly noise level (default: the service's)")
     parser.add_argument(

@@ -32,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--images", type=Path, default=None, help="your own full-resolution images as the originals (not phantoms)"
     )
-    add_sampling_arguments(parser)
+    add_sampling_arguments(parser, kind="superres")
     parser.add_argument("--device", default=None)
 
 
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             "originals": f"{args.images}" if args.images is not None else f"phantoms {size[0]}x{size[1]}",
             "views": len(rows) // (2 * len(scales)),
             "downsampling": "box average by the scale",
-            "sampling": f"{args.sampler} {args.steps} steps, {args.stitching} stitching, seed {args.seed}",
+            "sampling": f"{options.sampler} {options.steps} steps, {args.stitching} stitching, seed {args.seed}",
             "stand-in": ", ".join(
                 sorted({f"{r['scale']}x: input as {r['stand_in']} image" for r in rows if r["stand_in"]})
             ),
