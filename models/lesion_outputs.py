@@ -140,6 +140,31 @@ def write_report(path: str | os.PathLike[str], body: dict[str, Any]) -> Path:
     return atomic_write(path, lambda f: f.write(json.dumps(body, indent=2).encode()))
 
 
+def write_generated(
+    out_dir: str | os.PathLike[str],
+    stem: str,
+    healthy: np.ndarray,
+    insertion: Any,
+    *,
+    bundle: dict[str, Any],
+    seed: int,
+) -> list[Path]:
+    """Beside a generated image ``<stem>.*`` that got lesions: ``<stem>_healthy.png`` (the same generation
+    before insertion), ``<stem>_mask-01.png`` ... ``<stem>_mask-union.png`` and ``<stem>_lesions.json``."""
+    from models.imaging.files import write_png16
+
+    out, prefix = Path(out_dir), f"{stem}_"
+    paths = [write_png16(out / f"{prefix}healthy.png", healthy), *write_masks(out, insertion.masks, prefix)]
+    body = report(
+        insertion,
+        bundle=bundle,
+        input={"generated": True, "seed": seed, "height": int(healthy.shape[0]), "width": int(healthy.shape[1])},
+        files=[p.name for p in paths] + [f"{prefix}{REPORT}"],
+        extra={"image": stem},
+    )
+    return [*paths, write_report(out / f"{prefix}{REPORT}", body)]
+
+
 def write_edited(
     out_dir: str | os.PathLike[str],
     result: Any,

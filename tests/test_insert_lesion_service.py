@@ -212,7 +212,7 @@ def test_insert_lesion_gives_the_cli_files_byte_for_byte(service, lesion_bundle,
     assert json.loads(served["lesions.json"])["lesions"] == cli_report["lesions"]
 
 
-def test_generate_with_lesions_returns_masks_and_the_healthy_twin(service, lesion_bundle):
+def test_generate_with_lesions_returns_masks_and_the_healthy_twin(service, lesion_bundle, tmp_path):
     from models.lesion_insertion import LesionInserter
     from models.lesion_outputs import generated_info
 
@@ -253,6 +253,14 @@ def test_generate_with_lesions_returns_masks_and_the_healthy_twin(service, lesio
     report = json.loads(files["image00_lesions.json"])
     assert report["image"] == "image00" and report["lesions"][0]["center"] == [float(spot[0]), float(spot[1])]
     assert info["summary"]["lesions"][0][0]["kind"] == "mass" and info["summary"]["options"]["guidance_scale"] == 2.0
+    # `mammogen generate --lesion` makes the same files
+    argv = ["generate", "--bundle", str(lesion_bundle), "--height", "96", "--width", "96", "--seed", "11"]
+    argv += ["--steps", "2", "--chest-wall", "left", "--lesion", f"mass:{spot[0]},{spot[1]},6", "--guidance-scale", "2"]
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    for served, made in (("image00", "mambo_seed11"), ("image00_healthy", "mambo_seed11_healthy")):
+        assert files[f"{served}.png"] == (tmp_path / "cli" / f"{made}.png").read_bytes(), served
+    for name in ("mask-01.png", "mask-union.png"):
+        assert files[f"image00_{name}"] == (tmp_path / "cli" / f"mambo_seed11_{name}").read_bytes()
 
 
 @pytest.mark.parametrize(

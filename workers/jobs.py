@@ -202,7 +202,7 @@ def _generate_mambo(job: GenerateJob, t0: float) -> dict[str, Any]:
 
         files += _write_image(rt.store, rq_job.id, f"image{i:02d}", image, job.formats, dicom, mg)
         if insertions:
-            files += _write_generated_lesions(rt, rq_job.id, f"image{i:02d}_", images[i], insertions[i], pipe, seed)
+            files += _write_generated_lesions(rt, rq_job.id, f"image{i:02d}", images[i], insertions[i], pipe, seed)
     summary = {
         "model": {"kind": "mambo", "name": pipe.name, "version": pipe.version},
         "seeds": list(request.options.seeds),
@@ -218,24 +218,15 @@ def _generate_mambo(job: GenerateJob, t0: float) -> dict[str, Any]:
 
 
 def _write_generated_lesions(
-    rt: WorkerRuntime, job_id: str, prefix: str, healthy: np.ndarray, insertion: Any, pipe: Any, seed: int
+    rt: WorkerRuntime, job_id: str, stem: str, healthy: np.ndarray, insertion: Any, pipe: Any, seed: int
 ) -> list[ResultFile]:
-    """Beside a generated image with lesions: the image before insertion (its healthy twin), the label
-    masks and lesions.json (``models.lesion_outputs``, as `mammogen insert-lesion` writes them)."""
-    from models.lesion_outputs import REPORT, report, write_masks, write_report
+    """Beside a generated image with lesions: its healthy twin, the label masks and lesions.json
+    (``models.lesion_outputs.write_generated``, as `mammogen generate --lesion` writes them)."""
+    from models.lesion_outputs import write_generated
 
-    folder = rt.store.job_dir(job_id)
-    files = [rt.store.write_png16(job_id, f"{prefix}healthy.png", healthy)]
-    files += [rt.store.record(p) for p in write_masks(folder, insertion.masks, prefix)]
-    body = report(
-        insertion,
-        bundle={"name": pipe.name, "version": pipe.version},
-        input={"generated": True, "seed": seed, "height": int(healthy.shape[0]), "width": int(healthy.shape[1])},
-        files=[f.name for f in files] + [f"{prefix}{REPORT}"],
-        extra={"image": prefix.rstrip("_")},
-    )
-    files.append(rt.store.record(write_report(folder / f"{prefix}{REPORT}", body)))
-    return files
+    bundle = {"name": pipe.name, "version": pipe.version}
+    paths = write_generated(rt.store.job_dir(job_id), stem, healthy, insertion, bundle=bundle, seed=seed)
+    return [rt.store.record(p) for p in paths]
 
 
 # -- uploads ------------------------------------------------------------------------------------

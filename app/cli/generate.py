@@ -2,7 +2,11 @@
 
 stdout gets ONE JSON line: per image its seed and files; per run (a group of --images-per-batch
 images denoised in lock-step) the timings, model evaluations and sequential calls per stage.
-Progress goes to stderr.
+Progress goes to stderr. ``--class`` picks the class of a class-conditional bundle; each ``--lesion
+KIND:ROW,COL,DIAMETER_PX`` is inserted into every image after generation (``models.lesion_insertion``, as
+``POST /generate`` with lesions does): the image file then holds the lesions, and beside it come
+``<stem>_healthy.png`` (before insertion), ``<stem>_mask-01.png`` ... ``<stem>_mask-union.png`` and
+``<stem>_lesions.json`` (``models.lesion_outputs``).
 """
 
 from __future__ import annotations
@@ -51,14 +55,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: settings, else auto)")
     add_acceleration_arguments(parser)
     parser.add_argument("--format", type=_formats, default=("png",), help="comma list of png,npy")
+    parser.add_argument("--class", dest="label", default=None, help="class of a class-conditional bundle")
+    parser.add_argument(
+        "--lesion",
+        action="append",
+        default=[],
+        metavar="KIND:ROW,COL,DIAMETER_PX",
+        help="a lesion inserted into every image after generation (image pixels); repeat for more",
+    )
+    parser.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance (1: plain)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from app.settings import get_settings
     from models.bundle import load_bundle
     from models.errors import BadInputError
     from models.imaging.files import write_npy, write_png16
+    from models.lesion_spec import LesionSpec
     from models.mambo import MamboPipeline
     from models.options import request_seeds
     from models.requests import GenerationRequest, with_seeds
@@ -71,13 +87,23 @@ def run(args: argparse.Namespace) -> int:
         args.height,
         args.width,
         laterality="R" if args.chest_wall == "right" else "L",
-        options=sampling_options(args, request_seeds(args.seed, args.count)),
+        options=replace(
+            sampling_options(args, request_seeds(args.seed, args.count)), guidance_scale=args.guidance_scale
+        ),
+        label=args.label,
+        lesions=tuple(LesionSpec.parse(text) for text in args.lesion),
     )
     settings = get_settings()
     bundle_path = args.bundle or settings.bundle_path("mambo")
     t0 = time.perf_counter()
     bundle = load_bundle(bundle_path)  # verified: BundleNotFoundError says how to make one
     pipe, accel = load_accelerated(MamboPipeline, bundle, args, max_side=settings.max_image_side)
+    inserter = None
+    if request.lesions:
+        from models.lesion_insertion import LesionInserter, insert_into_generated
+        from models.lesion_outputs import write_generated
+
+        inserter = LesionInserter(pipe)  # its lesion network was prepared with the stage networks
     load_s = time.perf_counter() - t0
     out: Path = args.out
     images: list[dict[str, Any]] = []
@@ -85,15 +111,27 @@ def run(args: argparse.Namespace) -> int:
     seeds = request.options.seeds
     for g in range(0, len(seeds), group_size):
         group = seeds[g : g + group_size]  # denoised in lock-step, as the service's job does
-        results = pipe.run(with_seeds(request, group), progress_printer(f"generate {g + len(group)}/{args.count}"))
+        part = with_seeds(request, group)
+        results = pipe.run(part, progress_printer(f"generate {g + len(group)}/{args.count}"))
         runs.append(results[0].stats.to_dict())
-        for seed, result in zip(group, results, strict=True):
+        healthy = [r.image for r in results]
+        insertions = (
+            insert_into_generated(inserter, part, healthy, callback=progress_printer("insert-lesion"))
+            if inserter is not None
+            else []
+        )
+        for i, seed in enumerate(group):
             stem = f"mambo_seed{seed}"
+            image = insertions[i].image if insertions else healthy[i]
             files: dict[str, str] = {}
             if "png" in args.format:
-                files["png"] = str(write_png16(out / f"{stem}.png", result.image))
+                files["png"] = str(write_png16(out / f"{stem}.png", image))
             if "npy" in args.format:
-                files["npy"] = str(write_npy(out / f"{stem}.npy", result.image))
+                files["npy"] = str(write_npy(out / f"{stem}.npy", image))
+            if insertions:
+                named = {"name": bundle.name, "version": bundle.version}
+                for path in write_generated(out, stem, healthy[i], insertions[i], bundle=named, seed=seed):
+                    files[path.name.removeprefix(f"{stem}_")] = str(path)
             images.append({"seed": seed, "files": files, "run": len(runs) - 1})
     report = {
         "bundle": str(bundle_path),
