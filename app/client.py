@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,19 +89,27 @@ class MammogenClient:
         file: str | os.PathLike[str] | bytes,
         lesions: list[dict[str, Any]],
         idempotency_key: str | None = None,
+        masks: Sequence[str | os.PathLike[str] | bytes] = (),
         **params: Any,
     ):
         """POST /insert-lesion with an image file (path or bytes), the lesions
-        (``[{"kind": "mass", "center": [row, col], "diameter_px": 24}, ...]``) and form fields."""
-        return self._upload("/insert-lesion", file, {**params, "lesions": json.dumps(lesions)}, idempotency_key)
+        (``[{"kind": "mass", "center": [row, col], "diameter_px": 24}, ...]``, or ``{"kind": "mass", "mask": N}``
+        for the N-th of ``masks``: label images of the image's size, paths or bytes) and form fields."""
+        form = {**params, "lesions": json.dumps(lesions)}
+        return self._upload("/insert-lesion", file, form, idempotency_key, extra=[("masks", m) for m in masks])
 
-    def _upload(self, path: str, file: Any, params: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
-        if isinstance(file, bytes):
-            name, data = "input", file
-        else:
-            name, data = Path(file).name, Path(file).read_bytes()
+    def _upload(
+        self,
+        path: str,
+        file: Any,
+        params: dict[str, Any],
+        idempotency_key: str | None,
+        extra: Sequence[tuple[str, Any]] = (),
+    ) -> dict[str, Any]:
+        """``file`` as the ``file`` part, ``extra`` (field, path or bytes) as further file parts."""
         form = {k: (v if isinstance(v, list) else str(v)) for k, v in params.items() if v is not None}
-        files = {"file": (name, data, "application/octet-stream")}
+        parts = [("file", file, "input"), *((field, f, f"{field}-{i}") for i, (field, f) in enumerate(extra))]
+        files = [(field, _file_part(f, unnamed)) for field, f, unnamed in parts]
         return self._accepted(self.http.post(path, data=form, files=files, headers=_idem(idempotency_key)))
 
     def _accepted(self, response: httpx.Response) -> dict[str, Any]:
@@ -196,6 +204,13 @@ class MammogenClient:
         response = self.http.get("/models")
         _raise_for(response)
         return response.json()["models"]
+
+
+def _file_part(file: str | os.PathLike[str] | bytes, unnamed: str) -> tuple[str, bytes, str]:
+    """(name, bytes, type) of a multipart file part from a path or bytes (the server sniffs the format)."""
+    if isinstance(file, bytes):
+        return unnamed, file, "application/octet-stream"
+    return Path(file).name, Path(file).read_bytes(), "application/octet-stream"
 
 
 def _idem(key: str | None) -> dict[str, str]:

@@ -124,7 +124,7 @@ class LesionInserter(OnMambo):
             edited |= region_in
             records.append(
                 {
-                    **les.to_dict(),
+                    **les.placement(),
                     "index": n,
                     "mask_pixels": int(mask_in.sum()),
                     "bbox": _bbox(mask_in),

@@ -102,14 +102,16 @@ def write_masks(out_dir: str | os.PathLike[str], masks: Sequence[np.ndarray], pr
     return paths
 
 
-def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
-    """A label image as a bool mask (any non-zero pixel is lesion): 8/16-bit PNG, TIFF, as the readers read."""
+def read_mask(source: str | os.PathLike[str] | bytes, name: str | None = None) -> np.ndarray:
+    """A label image (a file, or its bytes as uploaded) as a bool mask: any non-zero pixel is lesion; 8/16-bit
+    PNG, TIFF, as the readers read. Size bounds are the caller's (the CLI's image, the API's header check)."""
     from models.imaging.readers import read_image
 
-    image, _ = read_image(path, max_pixels=None, max_side=None)
+    image, _ = read_image(source, max_pixels=None, max_side=None)
     mask = np.asarray(image) > 0
     if not mask.any():
-        raise BadInputError(f"lesion mask {Path(path).name} has no lesion pixel (all zero)")
+        what = name or ("" if isinstance(source, bytes) else Path(source).name)
+        raise BadInputError(f"lesion mask {what} has no lesion pixel (all zero)".replace("  ", " "))
     return mask
 
 

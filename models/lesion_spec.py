@@ -1,11 +1,11 @@
 """What a lesion request says and where it lands: the one lesion geometry of training and insertion.
 
 A lesion is asked for by kind, centre (row, col in the input's pixels, as given, before any flip)
-and diameter, or by an explicit mask. Its *mask* is exactly what was asked (a disc of that diameter,
-or the given mask): the label a detector is trained on. Its *edit region* is the mask grown by a
-kind-dependent margin (spicules and a blurred rim reach beyond the core): only pixels inside it may
-change, and the blend from generated to input pixels happens inside it, so every pixel outside is
-the input's, bit for bit.
+and diameter, or by an explicit mask (in JSON ``{"kind", "mask": N}``: the N-th uploaded mask). Its
+*mask* is exactly what was asked (a disc of that diameter, or the given mask): the label a detector is
+trained on. Its *edit region* is the mask grown by a kind-dependent margin (spicules and a blurred rim
+reach beyond the core): only pixels inside it may change, and the blend from generated to input pixels
+happens inside it, so every pixel outside is the input's, bit for bit.
 
 No torch here: the API validates lesion lists with this module before anything is queued.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,8 @@ class LesionSpec:
     center: tuple[float, float] = (0.0, 0.0)
     diameter_px: float = 0.0
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)  # bool, the input's size
+    #: Which uploaded mask it is (the index of the request's ``masks`` parts): how it travels in JSON.
+    mask_ref: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or not self.kind:
@@ -67,11 +70,25 @@ class LesionSpec:
         object.__setattr__(self, "diameter_px", float(d))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form (an explicit mask travels as a file, not in JSON)."""
+        """JSON form: ``{"kind", "mask": N}`` for an uploaded mask (the mask travels as a file, not in JSON),
+        else the placement."""
+        if self.mask is not None and self.mask_ref is not None:
+            return {"kind": self.kind, "mask": self.mask_ref}
+        return self.placement()
+
+    def placement(self) -> dict[str, Any]:
+        """Kind, centre and diameter (for a mask: its centroid and extent), as reports state them."""
         return {"kind": self.kind, "center": list(self.center), "diameter_px": self.diameter_px}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LesionSpec:
+    def from_dict(cls, d: dict[str, Any], masks: Sequence[np.ndarray] | None = None) -> LesionSpec:
+        """A lesion by ``{"kind", "center", "diameter_px"}``, or ``{"kind", "mask": N}``: the N-th of ``masks``."""
+        ref = mask_index(d)
+        if ref is not None:
+            if masks is None or ref >= len(masks):
+                sent = 0 if masks is None else len(masks)
+                raise BadInputError(f"mask {ref} names a masks part that was not sent ({sent} sent; 0 is the first)")
+            return cls(kind=d["kind"], mask=masks[ref], mask_ref=ref)
         if not isinstance(d, dict):
             raise BadInputError(f"a lesion must be an object with kind, center and diameter_px, got {d!r}")
         unknown = sorted(set(d) - {"kind", "center", "diameter_px"})
@@ -119,6 +136,51 @@ class LesionSpec:
     def extent_px(self) -> float:
         """Side of the square the edit region needs."""
         return self.diameter_px + 2.0 * self.margin_px()
+
+
+def mask_index(d: Any) -> int | None:
+    """The uploaded mask a lesion entry ``{"kind", "mask": N}`` names (None: a lesion by centre and size);
+    BadInputError for a malformed entry. The mask gives the centre and size, so nothing else may."""
+    if not isinstance(d, dict) or "mask" not in d:
+        return None
+    extra = sorted(set(d) - {"kind", "mask"})
+    if extra:
+        raise BadInputError(
+            f"a lesion given by a mask takes its centre and size from the mask: give kind and mask only, "
+            f"not {', '.join(extra)}"
+        )
+    if "kind" not in d:
+        raise BadInputError("a lesion needs kind")
+    ref = d["mask"]
+    if not isinstance(ref, int) or isinstance(ref, bool) or not 0 <= ref < MAX_LESIONS:
+        raise BadInputError(
+            f"a lesion's mask is the index of a masks part (0 = the first sent, at most {MAX_LESIONS - 1}), got {ref!r}"
+        )
+    return ref
+
+
+def check_mask_refs(refs: Sequence[int | None], sent: int) -> None:
+    """Each uploaded mask is one lesion: every ``mask`` index names a part that was sent, no part is named
+    twice or left unnamed, and no more parts than lesions allowed. ``refs``: per lesion, its index or None."""
+    if sent > MAX_LESIONS:
+        raise BadInputError(f"at most {MAX_LESIONS} masks parts (one per lesion), got {sent}")
+    named: dict[int, int] = {}
+    for n, ref in enumerate(refs, 1):
+        if ref is None:
+            continue
+        if ref >= sent:
+            raise BadInputError(
+                f"lesion {n}: mask {ref} names a masks part that was not sent ({sent} sent; 0 is the first)"
+            )
+        if ref in named:
+            raise BadInputError(f"masks part {ref} is named by lesions {named[ref]} and {n}: one mask is one lesion")
+        named[ref] = n
+    unused = [i for i in range(sent) if i not in named]
+    if unused:
+        raise BadInputError(
+            f"masks part(s) {', '.join(map(str, unused))} named by no lesion: give each one as "
+            '{"kind": ..., "mask": index} in lesions'
+        )
 
 
 def check_lesions(

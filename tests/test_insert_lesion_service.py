@@ -27,7 +27,7 @@ from models.imaging.files import write_png16
 from models.lesion_spec import LesionSpec
 from tests.dicom_validation import dciodvfy_bytes
 from tests.imaging_support import phantom_dicom
-from tests.service_support import purge_queue, settings_for, unique_queue
+from tests.service_support import black_png, purge_queue, settings_for, unique_queue
 from training.phantoms import make_phantom_case
 from workers.queueing import SERIALIZER
 from workers.runtime import WorkerRuntime
@@ -288,9 +288,163 @@ def test_the_python_client_inserts_and_downloads_verified_files(service, phantom
 
     client, run_queue, _ = service
     with live_server(client.app) as url, MammogenClient(url) as mg:
-        job = mg.insert_lesion(_png_bytes(phantom), [MASS], steps=2, seed=1)
+        roi = tmp_path / "calc.png"
+        roi.write_bytes(_mask_png(_blob(*CALC_ROI)))
+        lesions = [MASS, {"kind": "calcifications", "mask": 0}]
+        job = mg.insert_lesion(_png_bytes(phantom), lesions, masks=[roi], steps=2, seed=1)
         run_queue()
         record = mg.wait(job, progress=False)
         assert record["status"] == "succeeded", record
         paths = mg.download(record, tmp_path / "got")  # each file checked against its size and sha256
-    assert {p.name for p in paths} == {"edited.png", "mask-01.png", "mask-union.png", "lesions.json"}
+    assert {p.name for p in paths} == {"edited.png", "mask-01.png", "mask-02.png", "mask-union.png", "lesions.json"}
+    assert np.array_equal(_u16((tmp_path / "got" / "mask-02.png").read_bytes()), _u16(roi.read_bytes()))
+
+
+# -- lesions given by an uploaded mask ------------------------------------------------------------
+
+
+def _blob(shape: tuple[int, int], center: tuple[int, int], radii: tuple[float, float], spur: int) -> np.ndarray:
+    """An irregular label: an ellipse with a spur to one side (no disc the service could draw itself)."""
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    r, c = center
+    m = ((yy - r) / radii[0]) ** 2 + ((xx - c) / radii[1]) ** 2 <= 1.0
+    m[r - 1 : r + 1, c : c + spur] = True
+    return m
+
+
+def _mask_png(mask: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _post_masks(
+    client: TestClient,
+    data: bytes,
+    lesions: object,
+    masks: list[bytes],
+    name: str = "in.png",
+    headers: dict[str, str] | None = None,
+):
+    """POST /insert-lesion with the image as ``file`` and each mask as a ``masks`` part, in order."""
+    ctype = "application/dicom" if name.endswith(".dcm") else "image/png"
+    files = [("file", (name, data, ctype))] + [("masks", (f"m{i}.png", m, "image/png")) for i, m in enumerate(masks)]
+    return client.post("/insert-lesion", files=files, data={**FAST, "lesions": json.dumps(lesions)}, headers=headers)
+
+
+MASS_ROI = ((256, 192), (128, 150), (6.0, 4.0), 6)  # inside the right breast of the phantom
+CALC_ROI = ((256, 192), (90, 160), (3.0, 2.0), 3)
+
+
+def test_a_lesion_given_as_a_mask_comes_back_bit_for_bit(service, lesion_bundle, phantom, tmp_path, redis_conn):
+    client, run_queue, queue = service
+    data = _png_bytes(phantom)
+    mass, calc = _blob(*MASS_ROI), _blob(*CALC_ROI)
+    parts = [_mask_png(calc), _mask_png(mass)]  # sent in the other order: lesion 1 names part 1
+    lesions = [{"kind": "mass", "mask": 1}, {"kind": "calcifications", "mask": 0}]
+    r = _post_masks(client, data, lesions, parts)
+    assert r.status_code == 202, r.text
+    # on the queue: references to files in the upload store, never the pixels
+    (queued,) = queue.get_jobs()
+    payload = queued.kwargs["job"]
+    assert payload["request"]["lesions"] == lesions
+    assert [m["name"] for m in payload["masks"]] == ["mask-00.png", "mask-01.png"]
+    assert len(json.dumps(payload)) < 4096
+    uploads = tmp_path / "results" / "uploads" / queued.id
+    assert (uploads / "mask-01.png").read_bytes() == parts[1]
+    run_queue()
+    info = client.get(r.headers["Location"]).json()
+    assert info["status"] == "succeeded", info
+    assert not uploads.exists()  # the input and its masks go once the job has run
+    files = _files(client, info)
+    assert set(files) == {"edited.png", "mask-01.png", "mask-02.png", "mask-union.png", "lesions.json"}
+    for n, sent in ((1, parts[1]), (2, parts[0])):
+        assert np.array_equal(_u16(files[f"mask-0{n}.png"]), _u16(sent)), f"mask {n} differs from the upload"
+    before, after = _u16(data), _u16(files["edited.png"])
+    specs = [LesionSpec("mass", mask=mass), LesionSpec("calcifications", mask=calc)]
+    edit = specs[0].edit_region(before.shape) | specs[1].edit_region(before.shape)
+    assert np.array_equal(after[~edit], before[~edit]) and not np.array_equal(after[edit], before[edit])
+    records = json.loads(files["lesions.json"])["lesions"]
+    assert records[0]["mask_pixels"] == int(mass.sum()) and records[1]["kind"] == "calcifications"
+    # the CLI's --lesion-mask makes the same files
+    src = write_png16(tmp_path / "in.png", phantom)
+    roi = [tmp_path / "mass.png", tmp_path / "calc.png"]
+    roi[0].write_bytes(parts[1])
+    roi[1].write_bytes(parts[0])
+    argv = ["insert-lesion", str(src), "--lesion-mask", f"mass:{roi[0]}", "--lesion-mask", f"calcifications:{roi[1]}"]
+    argv += ["--steps", "2", "--seed", "3", "--bundle", str(lesion_bundle)]
+    assert main([*argv, "--out", str(tmp_path / "c")]) == 0
+    for name in ("edited.png", "mask-01.png", "mask-02.png", "mask-union.png"):
+        assert files[name] == (tmp_path / "c" / name).read_bytes(), name
+
+
+def test_a_mask_lesion_into_a_dicom_comes_back_in_the_seg(service, phantom, tmp_path):
+    client, run_queue, _ = service
+    src = phantom_dicom(tmp_path / "in.dcm", phantom, laterality="R", view="CC", patient_id="LES3")
+    mass = _blob(*MASS_ROI)
+    r = _post_masks(client, src.read_bytes(), [{"kind": "mass", "mask": 0}, CALC], [_mask_png(mass)], name="in.dcm")
+    assert r.status_code == 202, r.text
+    run_queue()
+    info = client.get(r.headers["Location"]).json()
+    assert info["status"] == "succeeded", info
+    files = _files(client, info)
+    (tmp_path / "seg.dcm").write_bytes(files["lesions_seg.dcm"])
+    masks, labels, _ = read_segments(tmp_path / "seg.dcm")
+    assert labels == ["lesion 1: mass", "lesion 2: calcifications"]
+    assert np.array_equal(masks[0], mass) and np.array_equal(_u16(files["mask-01.png"]) == 255, mass)
+    assert dciodvfy_bytes(files["lesions_seg.dcm"], tmp_path, "seg3.dcm") == []
+
+
+def _mask_of(shape: tuple[int, int]) -> bytes:
+    return _mask_png(_blob((shape[0], shape[1]), (shape[0] // 2, shape[1] // 2), (3.0, 3.0), 0))
+
+
+MASK0 = {"kind": "mass", "mask": 0}
+
+
+@pytest.mark.parametrize(
+    ("lesions", "masks", "status", "message"),
+    [
+        ([MASK0], [_mask_of((100, 80))], 422, "masks part 0 is 100x80, the image 256x192"),
+        ([MASK0], [_mask_png(np.zeros((256, 192), bool))], 422, "masks part 0: lesion mask has no lesion pixel"),
+        ([MASK0], [b"not an image at all"], 415, "masks part 0:"),
+        ([MASK0], [b""], 422, "masks part 0: the uploaded file is empty"),
+        ([MASK0], [black_png(8000, 8000)], 413, "masks part 0:"),
+        ([{"kind": "mass", "mask": 1}], [_mask_of((256, 192))], 422, "lesion 1: mask 1 names a masks part that was"),
+        ([MASS], [_mask_of((256, 192))], 422, "masks part(s) 0 named by no lesion"),
+        ([MASK0, MASK0], [_mask_of((256, 192))], 422, "masks part 0 is named by lesions 1 and 2"),
+        ([MASK0], [], 422, "lesion 1: mask 0 names a masks part that was not sent (0 sent"),
+        ([{**MASK0, "center": [1, 2]}], [_mask_of((256, 192))], 422, "give kind and mask only, not center"),
+        ([{"kind": "mass", "mask": "0"}], [_mask_of((256, 192))], 422, "mask is the index of a masks part"),
+        ([{"kind": "cyst", "mask": 0}], [_mask_of((256, 192))], 422, "lesion 1: unknown kind 'cyst'"),
+        ([MASK0] * 17, [_mask_of((256, 192))] * 17, 422, "at most 16"),
+    ],
+)
+def test_bad_masks_are_refused_before_queueing(service, phantom, lesions, masks, status, message):
+    client, _, queue = service
+    r = _post_masks(client, _png_bytes(phantom), lesions, masks)
+    assert r.status_code == status and message in r.text, r.text
+    assert queue.count == 0
+
+
+def test_a_mask_outside_the_breast_fails_its_job_naming_it(service, phantom):
+    client, run_queue, _ = service
+    corner = _blob((256, 192), (12, 20), (4.0, 4.0), 0)
+    r = _post_masks(client, _png_bytes(phantom), [MASK0], [_mask_png(corner)])
+    assert r.status_code == 202, r.text
+    run_queue()
+    failed = client.get(r.headers["Location"]).json()
+    assert failed["status"] == "failed" and failed["error"]["http_status"] == 422
+    assert "lesion 1:" in failed["error"]["detail"] and "outside the breast" in failed["error"]["detail"]
+
+
+def test_the_idempotency_key_tells_masks_apart(service, phantom):
+    client, _, queue = service
+    data, key = _png_bytes(phantom), {"Idempotency-Key": "mask-key-1"}
+    first = _post_masks(client, data, [MASK0], [_mask_png(_blob(*MASS_ROI))], headers=key)
+    again = _post_masks(client, data, [MASK0], [_mask_png(_blob(*MASS_ROI))], headers=key)
+    other = _post_masks(client, data, [MASK0], [_mask_png(_blob(*CALC_ROI))], headers=key)
+    assert first.status_code == 202 and again.status_code == 200, (first.text, again.text)
+    assert again.json()["id"] == first.json()["id"]
+    assert other.status_code == 422 and "already used with different parameters" in other.text
+    assert queue.count == 1

@@ -8,10 +8,12 @@ so a retried job makes the same images.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Literal
 
 from models.errors import BadInputError
+from models.lesion_spec import LesionSpec
 from models.requests import AnomalyConfig, GenerationRequest, InsertionRequest, SuperResConfig
 
 #: dicom: Secondary Capture; dicom-mg: Digital Mammography For Presentation; dicom-seg: the anomaly
@@ -104,11 +106,33 @@ class AnomalyMapJob(_UploadJob):
 @dataclass(frozen=True, kw_only=True)
 class InsertLesionJob(_UploadJob):
     """Lesions into an uploaded mammogram (``models.lesion_insertion``); ``formats`` are concrete here
-    (the API resolved the default from the input: ``models.lesion_outputs.default_formats``)."""
+    (the API resolved the default from the input: ``models.lesion_outputs.default_formats``).
+
+    ``masks``: the uploaded lesion masks, waiting beside the input in the upload store (never in Redis);
+    a lesion ``{"kind", "mask": N}`` of the request is the N-th. ``from_dict`` needs ``load_mask`` to read
+    them back (the worker's store)."""
 
     kind: ClassVar[str] = "insert-lesion"
     request_type: ClassVar[Any] = InsertionRequest
     request: InsertionRequest
+    masks: tuple[StoredUpload, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        return {**d, "masks": [asdict(m) for m in self.masks]} if self.masks else d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], load_mask: Callable[[StoredUpload], Any] | None = None) -> Any:
+        masks = tuple(StoredUpload(**m) for m in d.get("masks", ()))
+        if masks:
+            if load_mask is None:
+                raise BadInputError("this job's lesion masks are files in the upload store: give load_mask")
+            arrays = [load_mask(m) for m in masks]
+            request = d["request"]
+            lesions = [LesionSpec.from_dict(item, arrays) for item in request["lesions"]]
+            d = {**d, "request": {**request, "lesions": lesions}}
+        job = super().from_dict({k: v for k, v in d.items() if k != "masks"})
+        return replace(job, masks=masks)
 
 
 Job = GenerateJob | SuperResolveJob | AnomalyMapJob | InsertLesionJob

@@ -355,10 +355,16 @@ def insert_lesion(job: dict[str, Any]) -> dict[str, Any]:
     """Lesions into an uploaded mammogram: the edited image, one label mask per lesion, their union,
     lesions.json and (DICOM input) the derived DICOM with the masks as SEG: what `mammogen insert-lesion`
     writes, by the same functions (``models.lesion_outputs``)."""
-    from models.lesion_outputs import REPORT, report, write_edited, write_masks, write_report
+    from models.lesion_outputs import REPORT, read_mask, report, write_edited, write_masks, write_report
 
     t0 = time.perf_counter()
-    request, rq_job, rt, progress, image, info = _start_upload(InsertLesionJob.from_dict(job))
+    rq_job, rt, progress = _start()
+
+    def load_mask(stored: Any) -> np.ndarray:  # an uploaded lesion mask, checked by the API, from the store
+        return read_mask(rt.store.upload_path(rq_job.id, stored.name), stored.name)
+
+    request = InsertLesionJob.from_dict(job, load_mask)
+    image, info = _read_upload(rt, rq_job.id, request)
     inserter = rt.lesion_inserter()
     insertion = request.request
     result = inserter(

@@ -6,7 +6,7 @@ Uploads wait here too, under ``uploads/<job id>/``, until the worker reads them.
 Layout::
 
     <root>/jobs/<job id>/<file>        results
-    <root>/uploads/<job id>/input.<ext> validated uploads
+    <root>/uploads/<job id>/input.<ext> validated uploads (and mask-NN.<ext>, lesion masks)
 """
 
 from __future__ import annotations
@@ -108,9 +108,9 @@ class ResultStore:
             tmp.unlink(missing_ok=True)
         return self.record(final)
 
-    def save_upload(self, job_id: str, src: BinaryIO, suffix: str) -> Path:
-        """Copy an already validated upload into the store for the worker to read."""
-        path = self.upload_dir(job_id) / f"input{suffix}"
+    def save_upload(self, job_id: str, src: BinaryIO, suffix: str, stem: str = "input") -> Path:
+        """Copy an already validated upload (the input, or a lesion mask) into the store for the worker to read."""
+        path = self.upload_dir(job_id) / _check_name(f"{stem}{suffix}", "upload")
         src.seek(0)
         return atomic_write(path, lambda f: shutil.copyfileobj(src, f, 1 << 20))
 

@@ -19,10 +19,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from models.errors import BadInputError, ServerBusyError
+from models.errors import BadInputError, MammogenError, ServerBusyError
 from models.imaging.readers import ImageInfo, probe_image, read_image
 from models.input_checks import InputKind, check_input_image, check_input_size
 from models.preprocess import PreprocessConfig
@@ -79,10 +80,10 @@ class Upload:
     info: ImageInfo
     breast_fraction: float | None = None  # set once decoded and checked
 
-    def stored(self) -> StoredUpload:
+    def stored(self, stem: str = "input") -> StoredUpload:
         """What the job records about its input (the worker reads the stored file again)."""
         info = self.info
-        name = f"input{SUFFIX[info.format]}"
+        name = f"{stem}{SUFFIX[info.format]}"
         return StoredUpload(name, info.format, info.height, info.width, hashlib.sha256(self.data).hexdigest())
 
 
@@ -129,3 +130,39 @@ async def decode_and_check(
     async with budget.reserve(need, timeout_s=60.0):
         fraction = await run_in_threadpool(work)
     return Upload(upload.data, upload.info, breast_fraction=fraction)
+
+
+def mask_stem(index: int) -> str:
+    """The upload-store name (without suffix) of the request's ``index``-th lesion mask."""
+    return f"mask-{index:02d}"
+
+
+async def read_masks(
+    parts: list[bytes], image: ImageInfo, settings: Any, budget: DecodeBudget
+) -> tuple[list[Upload], list[np.ndarray]]:
+    """Uploaded lesion masks, each checked as the image is: its header (415; 413 over the pixel and bomb
+    bounds), the image's size (422), then decoded within the budget with at least one lesion pixel (422,
+    `models.lesion_outputs.read_mask`, as the CLI reads ``--lesion-mask``). Errors name the masks part."""
+    from models.lesion_outputs import read_mask
+
+    headers = []
+    for i, data in enumerate(parts):
+        try:
+            upload = await header_of(data, settings)
+        except MammogenError as exc:
+            raise type(exc)(f"masks part {i}: {exc.message}") from None
+        h, w = upload.info.height, upload.info.width
+        if (h, w) != (image.height, image.width):
+            raise BadInputError(
+                f"masks part {i} is {h}x{w}, the image {image.height}x{image.width}: a lesion mask has the image's size"
+            )
+        headers.append(upload)
+    masks = []
+    for i, upload in enumerate(headers):
+        need = upload.info.height * upload.info.width * DECODE_BYTES_PER_PIXEL
+        try:
+            async with budget.reserve(need, timeout_s=60.0):
+                masks.append(await run_in_threadpool(read_mask, upload.data))
+        except BadInputError as exc:  # a corrupt body behind a good header, or no lesion pixel
+            raise type(exc)(f"masks part {i}: {exc.message}") from None
+    return headers, masks

@@ -9,12 +9,13 @@ bounds that depend on the deployment (largest image) are checked against `Settin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, model_validator
 
 from models.errors import BadInputError
-from models.lesion_spec import LESION_KINDS, MAX_LESIONS, LesionSpec
+from models.lesion_spec import LESION_KINDS, MAX_LESIONS, LesionSpec, mask_index
 from models.options import (
     MAX_BATCH,
     MAX_GUIDANCE,
@@ -257,6 +258,8 @@ class _FormParams(DenoiseParams):
     """
 
     model_config = ConfigDict(extra="ignore")
+    #: The multipart file parts of the route (not form fields).
+    file_fields: ClassVar[frozenset[str]] = frozenset({"file"})
 
     pacs: PacsName | None = Field(default=None, description="Configured DICOMweb server to take the input from.")
     study_uid: DicomUid | None = None
@@ -274,7 +277,7 @@ class _FormParams(DenoiseParams):
     @classmethod
     def _no_unknown_fields(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(cls.model_fields) - {"file"})
+            unknown = sorted(set(data) - set(cls.model_fields) - cls.file_fields)
             if unknown:
                 raise ValueError(f"unknown form field(s): {', '.join(unknown)}")
         return data
@@ -343,17 +346,19 @@ class AnomalyMapParams(_FormParams):
 
 
 class InsertLesionParams(_FormParams):
-    """Form fields of POST /insert-lesion (with the image as the ``file`` part).
+    """Form fields of POST /insert-lesion (with the image as the ``file`` part, lesion masks as ``masks`` parts).
 
-    ``lesions`` is a JSON list of ``{"kind", "center": [row, col], "diameter_px"}`` in the input's pixels.
-    The API checks the list, the kinds against the served bundle and that each lesion lies on the image;
-    whether it lies in the breast and fits the bundle's edit window the worker checks (a failed job, 422).
+    ``lesions`` is a JSON list of ``{"kind", "center": [row, col], "diameter_px"}`` in the input's pixels, or
+    ``{"kind", "mask": N}``: the N-th ``masks`` part (0 = the first) is the lesion's label image. The API checks
+    the list, the masks, the kinds against the served bundle and that each lesion lies on the image; whether it
+    lies in the breast and fits the bundle's edit window the worker checks (a failed job, 422).
     """
 
     lesions: str = Field(
         max_length=16384,
         description='JSON list of lesions: [{"kind": "mass", "center": [row, col], "diameter_px": 24}, ...] '
-        "in the input's pixels (before any flip).",
+        'in the input\'s pixels (before any flip); {"kind": "mass", "mask": 0} takes the lesion from the first '
+        "masks part.",
         examples=['[{"kind": "mass", "center": [300, 200], "diameter_px": 24}]'],
     )
     guidance_scale: float = Field(
@@ -372,11 +377,16 @@ class InsertLesionParams(_FormParams):
     sampler: Sampler | None = _sampler("insertion")
 
     allowed_formats: ClassVar[tuple[str, ...]] = ("png16", "npy", "dicom", "dicom-mg", "dicom-seg")
+    file_fields: ClassVar[frozenset[str]] = frozenset({"file", "masks"})
+    _items: list[Any] = PrivateAttr(default_factory=list)
+    _options: Any = PrivateAttr(default=None)
 
     def _kind(self) -> str:
         return "insertion"
 
-    def build_request(self) -> InsertionRequest:
+    def build_request(self) -> InsertionRequest | None:
+        """The request, or None when a lesion is an uploaded mask: ``insertion(masks)`` builds it once the
+        masks are read. Everything the masks are not needed for is checked here."""
         import json
 
         from models.lesion_outputs import check_formats
@@ -391,13 +401,31 @@ class InsertLesionParams(_FormParams):
             raise BadInputError("lesions must be a JSON list of {kind, center, diameter_px} objects")
         if len(items) > MAX_LESIONS:
             raise BadInputError(f"at most {MAX_LESIONS} lesions per image, got {len(items)}")
-        return InsertionRequest(
-            tuple(LesionSpec.from_dict(item) for item in items),
-            self.options(guidance_scale=self.guidance_scale),
-        )
+        self._items = items
+        self._options = self.options(guidance_scale=self.guidance_scale)  # one seed drawn, once
+        refs = self.mask_refs()
+        for item, ref in zip(items, refs, strict=True):
+            if ref is None:
+                LesionSpec.from_dict(item)
+        return None if any(ref is not None for ref in refs) else self.insertion()
 
-    def job(self, upload: StoredUpload, formats: tuple[str, ...], deliver: tuple[str, ...] = ()) -> InsertLesionJob:
-        return InsertLesionJob(request=self._request, upload=upload, formats=formats, deliver=deliver)
+    def mask_refs(self) -> list[int | None]:
+        """Per lesion, the index of the masks part it names (None: a lesion by centre and size)."""
+        return [mask_index(item) for item in self._items]
+
+    def insertion(self, masks: Sequence[Any] = ()) -> InsertionRequest:
+        """The typed request, with the decoded ``masks`` parts (bool arrays) for lesions given by a mask."""
+        return InsertionRequest(tuple(LesionSpec.from_dict(item, masks) for item in self._items), self._options)
+
+    def job(
+        self,
+        request: InsertionRequest,
+        upload: StoredUpload,
+        formats: tuple[str, ...],
+        deliver: tuple[str, ...] = (),
+        masks: tuple[StoredUpload, ...] = (),
+    ) -> InsertLesionJob:
+        return InsertLesionJob(request=request, upload=upload, formats=formats, deliver=deliver, masks=masks)
 
 
 class ResultLink(BaseModel):

@@ -1,4 +1,5 @@
-"""POST /super-resolve, /anomaly-map and /insert-lesion: a DICOM or PNG/TIFF upload plus form parameters.
+"""POST /super-resolve, /anomaly-map and /insert-lesion: a DICOM or PNG/TIFF upload plus form parameters
+(and, for /insert-lesion, lesion masks as ``masks`` parts).
 
 The body is capped while it streams (`app.api.limits`); `app.api.intake` then refuses, cheapest
 first, a full queue (429), what the header rules out (415, 413, 422) and, decoding within the
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
@@ -35,7 +36,7 @@ from app.api.admission import (
     timeout_for,
 )
 from app.api.deps import ApiKeyDep, IdempotencyKeyDep, MetricsDep, StateDep
-from app.api.intake import SUFFIX, Upload, decode_and_check, header_of
+from app.api.intake import SUFFIX, Upload, decode_and_check, header_of, mask_stem, read_masks
 from app.api.schemas import AnomalyMapParams, InsertLesionParams, JobAccepted, SuperResolveParams
 from app.api.state import ServiceState
 from models.errors import BadInputError, NotBuiltError
@@ -72,15 +73,24 @@ def _submit(
     upload: Upload,
     idempotency_key: str | None,
     principal: str,
+    mask_parts: list[bytes] | None = None,
 ) -> Any:
+    """Queue the job; its upload (and lesion masks) go to the upload store, never into Redis."""
     cost = admit_cost(state, job, breast_fraction=upload.breast_fraction)
+    masks = getattr(job, "masks", ())
 
     def store_upload(job_id: str) -> None:
         state.store.save_upload(job_id, io.BytesIO(upload.data), SUFFIX[upload.info.format])
+        for stored, data in zip(masks, mask_parts or (), strict=True):
+            stem, _, suffix = stored.name.rpartition(".")
+            state.store.save_upload(job_id, io.BytesIO(data), f".{suffix}", stem=stem)
 
+    fingerprint = {**params.client_request(), "input_sha256": job.upload.sha256}
+    if masks:
+        fingerprint["masks_sha256"] = [m.sha256 for m in masks]
     return state.submitter.submit(
         job,
-        client_request={**params.client_request(), "input_sha256": job.upload.sha256},
+        client_request=fingerprint,
         timeout_s=timeout_for(state, cost),
         estimate=cost.to_dict(),
         idempotency=idempotency_key,
@@ -139,7 +149,7 @@ async def _admit_upload(
     *,
     scale: int | None = None,
     resolution: str | None = None,
-    after_header: Callable[[Upload], None] | None = None,
+    after_header: Callable[[Upload], Awaitable[None]] | None = None,
 ) -> Upload:
     """Queue room, then the header (and the kind's own ``after_header`` checks), then the decode and the
     worker's checks: each step only if the last passed."""
@@ -147,7 +157,7 @@ async def _admit_upload(
     upload = await header_of(await _input_bytes(state, params, file), state.settings)
     _check_dicom_outputs(params.formats or [], upload.info)
     if after_header is not None:
-        after_header(upload)
+        await after_header(upload)
     if scale is not None:
         check_output_size(state, upload.info.height, upload.info.width, factor=scale)
     await run_in_threadpool(ensure_model_available, state, "mambo")
@@ -242,31 +252,44 @@ async def insert_lesion(
             description="Mammogram to insert the lesions into: DICOM, 8/16-bit PNG or TIFF (or name a PACS instance)."
         ),
     ] = None,
+    masks: Annotated[
+        list[UploadFile] | None,
+        File(
+            description="Lesion masks: label images of the image's size (PNG or TIFF; any non-zero pixel is "
+            'lesion), one per lesion given as {"kind": ..., "mask": N} (N: the part\'s index, 0 = the first).'
+        ),
+    ] = None,
     idempotency_key: IdempotencyKeyDep = None,
 ) -> JobAccepted:
-    """Lesions of a chosen kind, place and size, with their exact masks; only the pixels around each lesion
-    change. Checked here: the form, the lesion list, the kinds against the served bundle's lesion network
-    and that each lesion lies on the image; in the breast and small enough: by the worker (a failed job)."""
+    """Lesions of a chosen kind, place and size, or given by a mask, with their exact masks; only the pixels
+    around each lesion change. Checked here: the form, the lesion list, the masks (size, lesion pixels), the
+    kinds against the served bundle's lesion network and that each lesion lies on the image; in the breast
+    and small enough: by the worker (a failed job)."""
     from models.lesion_outputs import check_formats, default_formats
+    from models.lesion_spec import check_mask_refs
 
     await run_in_threadpool(ensure_model_available, state, "mambo")
     summary = await run_in_threadpool(bundle_summary, state, "mambo")
     lesion_kinds(summary)  # 503 before any input is read when the bundle has no lesion network
-    lesions = params._request.lesions
-    resolved: list[tuple[str, ...]] = []
+    check_mask_refs(params.mask_refs(), len(masks or ()))
+    mask_parts = [await part.read() for part in masks or ()]
+    resolved: list[Any] = []
 
-    def check_header(upload: Upload) -> None:  # before a pixel is decoded
+    async def check_header(upload: Upload) -> None:  # before a pixel of the image is decoded
         info = upload.info
-        check_lesions_on_bundle(summary, lesions, (info.height, info.width))
-        resolved.append(check_formats(params.formats or default_formats(info), info))
+        stored, arrays = await read_masks(mask_parts, info, state.settings, request.app.state.decode_budget)
+        insertion = params.insertion(arrays)
+        check_lesions_on_bundle(summary, insertion.lesions, (info.height, info.width))
+        formats = check_formats(params.formats or default_formats(info), info)
+        resolved.append((insertion, formats, tuple(m.stored(mask_stem(i)) for i, m in enumerate(stored))))
 
     upload = await _admit_upload(request, state, "insert-lesion", params, file, after_header=check_header)
-    formats = resolved[0]
+    insertion, formats, stored_masks = resolved[0]
     deliver = resolve_delivery(state, list(formats), params.deliver)
     if params.deliver and not deliver:
         raise BadInputError("deliver sends DICOM results: this request writes none (add dicom or dicom-mg to formats)")
-    job = params.job(upload.stored(), formats, deliver)
-    sub = await run_in_threadpool(_submit, state, job, params, upload, idempotency_key, principal)
+    job = params.job(insertion, upload.stored(), formats, deliver, stored_masks)
+    sub = await run_in_threadpool(_submit, state, job, params, upload, idempotency_key, principal, mask_parts)
     if not sub.replayed:
         metrics.submitted.labels(kind="insert-lesion").inc()
     return await run_in_threadpool(accepted, request, response, sub)
