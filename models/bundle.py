@@ -154,6 +154,12 @@ class Bundle:
         return self.manifest["geometry"]
 
     @property
+    def pixel_spacing_mm(self) -> float | None:
+        """The native pixel spacing (mm) the manifest's geometry records, if it records one (DICOM output)."""
+        value = self.geometry.get("pixel_spacing_mm")
+        return float(value) if value else None
+
+    @property
     def schedule(self) -> dict[str, Any]:
         return self.manifest["schedule"]
 

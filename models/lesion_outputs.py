@@ -8,6 +8,8 @@ Files (``prefix`` is empty for an insertion, ``image00_`` ... beside each genera
 - ``<prefix>mask-union.png``: their union, same encoding;
 - ``<prefix>lesions.json``: what was put where (per lesion: kind, centre, diameter, mask pixels, bounding
   boxes, scale), the run's statistics, the input and the bundle's name and version;
+- ``<prefix>lesions_seg.dcm`` beside a generated image written as DICOM: the masks as one DICOM SEG
+  referencing that image (its Digital Mammography object when both were written);
 - for an insertion, the edited image (``edited.png`` 16-bit; ``edited.npy``; ``edited.dcm`` a derived
   Secondary Capture; ``edited_mg.dcm`` a derived Digital Mammography image) and ``lesions_seg.dcm``: the
   masks as one DICOM SEG (a segment per lesion) referencing the edited DICOM image.
@@ -150,13 +152,18 @@ def write_generated(
     *,
     bundle: dict[str, Any],
     seed: int,
+    image_dicom: Path | None = None,
 ) -> list[Path]:
     """Beside a generated image ``<stem>.*`` that got lesions: ``<stem>_healthy.png`` (the same generation
-    before insertion), ``<stem>_mask-01.png`` ... ``<stem>_mask-union.png`` and ``<stem>_lesions.json``."""
+    before insertion), ``<stem>_mask-01.png`` ... ``<stem>_mask-union.png`` and ``<stem>_lesions.json``; with
+    ``image_dicom`` (the image written as DICOM), ``<stem>_lesions_seg.dcm``: the masks as a DICOM SEG
+    referencing it."""
     from models.imaging.files import write_png16
 
     out, prefix = Path(out_dir), f"{stem}_"
     paths = [write_png16(out / f"{prefix}healthy.png", healthy), *write_masks(out, insertion.masks, prefix)]
+    if image_dicom is not None:
+        paths.append(write_seg(out / f"{prefix}{SEG}", insertion, image_dicom, bundle["name"], bundle["version"]))
     body = report(
         insertion,
         bundle=bundle,

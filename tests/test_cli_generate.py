@@ -81,3 +81,8 @@ def test_bundle_info_refuses_a_tampered_bundle(tmp_path, capsys):
 def test_generate_refuses_bad_sizes_with_the_bad_input_exit_code(tiny_bundle, tmp_path, capsys):
     rc = main(["generate", "--bundle", str(tiny_bundle), "--height", "8", "--width", "96", "--out", str(tmp_path)])
     assert rc == 3 and "smaller than one" in capsys.readouterr().err
+
+
+def test_generate_dicom_mg_needs_a_view(tiny_bundle, tmp_path, capsys):
+    rc = main(["generate", "--bundle", str(tiny_bundle), "--format", "png,dicom-mg", "--out", str(tmp_path / "o")])
+    assert rc == 3 and "--format dicom-mg needs --view CC or MLO" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from models.bundle import create_random_bundle
 from models.imaging.dicom_seg import read_segments
 from models.imaging.files import write_png16
 from models.lesion_spec import LesionSpec
-from tests.dicom_validation import dciodvfy_bytes
+from tests.dicom_validation import dciodvfy_bytes, dciodvfy_report
 from tests.imaging_support import phantom_dicom
 from tests.service_support import black_png, purge_queue, settings_for, unique_queue
 from training.phantoms import make_phantom_case
@@ -237,13 +237,23 @@ def test_generate_with_lesions_returns_masks_and_the_healthy_twin(service, lesio
             break
     assert spot is not None, "no place in the generated breast for a 6 px lesion"
     lesion = {"kind": "mass", "center": list(spot), "diameter_px": 6}
-    r = client.post("/generate", json={**body, "lesions": [lesion], "guidance_scale": 2.0})
+    dicom = {"formats": ["png16", "dicom", "dicom-mg"], "view": "CC"}
+    r = client.post("/generate", json={**body, **dicom, "lesions": [lesion], "guidance_scale": 2.0})
     assert r.status_code == 202, r.text
     run_queue()
     info = client.get(r.headers["Location"]).json()
     assert info["status"] == "succeeded", info
     files = _files(client, info)
     assert {"image00.png", "image00_healthy.png", "image00_mask-01.png", "image00_mask-union.png"} <= set(files)
+    # DICOM output: the masks as a SEG referencing the image's Digital Mammography object, valid per dciodvfy
+    mg = pydicom.dcmread(io.BytesIO(files["image00_mg.dcm"]))
+    (tmp_path / "gen_seg.dcm").write_bytes(files["image00_lesions_seg.dcm"])
+    seg_masks, labels, referenced = read_segments(tmp_path / "gen_seg.dcm")
+    assert referenced == mg.SOPInstanceUID and labels == ["lesion 1: mass"]
+    assert np.array_equal(seg_masks[0], _u16(files["image00_mask-01.png"]) == 255)
+    assert "image00_lesions_seg.dcm" in json.loads(files["image00_lesions.json"])["files"]
+    for name in ("image00.dcm", "image00_mg.dcm", "image00_lesions_seg.dcm"):
+        assert dciodvfy_bytes(files[name], tmp_path, name) == [], name
     healthy, edited = _u16(files["image00_healthy.png"]), _u16(files["image00.png"])
     assert np.array_equal(healthy / 65535.0, image)  # the same generation, then the lesion
     spec = LesionSpec.from_dict(lesion)
@@ -256,11 +266,16 @@ def test_generate_with_lesions_returns_masks_and_the_healthy_twin(service, lesio
     # `mammogen generate --lesion` makes the same files
     argv = ["generate", "--bundle", str(lesion_bundle), "--height", "96", "--width", "96", "--seed", "11"]
     argv += ["--steps", "2", "--chest-wall", "left", "--lesion", f"mass:{spot[0]},{spot[1]},6", "--guidance-scale", "2"]
-    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    assert main([*argv, "--format", "png,dicom", "--out", str(tmp_path / "cli")]) == 0
     for served, made in (("image00", "mambo_seed11"), ("image00_healthy", "mambo_seed11_healthy")):
         assert files[f"{served}.png"] == (tmp_path / "cli" / f"{made}.png").read_bytes(), served
     for name in ("mask-01.png", "mask-union.png"):
         assert files[f"image00_{name}"] == (tmp_path / "cli" / f"mambo_seed11_{name}").read_bytes()
+    # the CLI's SEG references its Secondary Capture (no MG asked), on the same masks
+    sc = pydicom.dcmread(tmp_path / "cli" / "mambo_seed11.dcm")
+    seg_masks, _, referenced = read_segments(tmp_path / "cli" / "mambo_seed11_lesions_seg.dcm")
+    assert referenced == sc.SOPInstanceUID and np.array_equal(seg_masks[0], spec.lesion_mask(healthy.shape))
+    assert dciodvfy_report(tmp_path / "cli" / "mambo_seed11_lesions_seg.dcm") == []
 
 
 @pytest.mark.parametrize(

@@ -57,12 +57,6 @@ def _write_image(
     return files
 
 
-def _bundle_spacing(bundle: Any) -> float | None:
-    """The native pixel spacing (mm) a bundle records in its geometry, if it records one."""
-    value = (getattr(bundle, "geometry", None) or {}).get("pixel_spacing_mm")
-    return float(value) if value else None
-
-
 def _finish(
     rq_job: Any, rt: WorkerRuntime, job: Any, files: list[ResultFile], summary: dict[str, Any], t0: float
 ) -> dict[str, Any]:
@@ -123,7 +117,7 @@ def _generate_dualview(job: GenerateJob, t0: float) -> dict[str, Any]:
     request = job.request
     lat = request.laterality
     result = pipe.run(request, callback=progress, cancel=progress.cancelled)
-    spacing = _bundle_spacing(rt.bundle("dualview"))
+    spacing = rt.bundle("dualview").pixel_spacing_mm
     files: list[ResultFile] = []
     for i, (cc, mlo) in enumerate(zip(result.cc, result.mlo, strict=True)):
         stem = f"pair{i:02d}"
@@ -159,13 +153,13 @@ def _generate_dualview(job: GenerateJob, t0: float) -> dict[str, Any]:
 
 
 def _generate_mambo(job: GenerateJob, t0: float) -> dict[str, Any]:
-    from models.imaging.dicom_write import write_synthetic_dicom, write_synthetic_mg
+    from models.imaging.dicom_write import write_generated_mambo
     from models.lesion_insertion import insert_into_generated, insertion_share
     from models.progress import progress_share
 
     rq_job, rt, progress = _start()
     pipe = rt.mambo()
-    spacing = _bundle_spacing(rt.bundle("mambo"))
+    spacing = rt.bundle("mambo").pixel_spacing_mm
     request = job.request
     started = time.monotonic()
     inserter = rt.lesion_inserter() if request.lesions else None  # no lesion network: fail before generating
@@ -181,28 +175,29 @@ def _generate_mambo(job: GenerateJob, t0: float) -> dict[str, Any]:
         else []
     )
     files: list[ResultFile] = []
+    folder = rt.store.job_dir(rq_job.id)
     for i, seed in enumerate(request.options.seeds):
+        stem = f"image{i:02d}"
         image = images[i] if not insertions else np.asarray(insertions[i].image, np.float32)
-
-        marks = {
-            "model_name": pipe.name,
-            "model_version": pipe.version,
-            "laterality": request.laterality,
-            "view": job.view,  # MAMBO does not condition on the view: the request states what to record
-            "seed": seed,
-            "chest_wall": request.chest_wall,
-            "extra_description": "MAMBO with inserted lesions" if insertions else "MAMBO",
-        }
-
-        def dicom(path: Any, image: np.ndarray = image, marks: dict[str, Any] = marks) -> object:
-            return write_synthetic_dicom(path, image, **marks)
-
-        def mg(path: Any, image: np.ndarray = image, marks: dict[str, Any] = marks) -> object:
-            return write_synthetic_mg(path, image, pixel_spacing_mm=spacing, **marks)
-
-        files += _write_image(rt.store, rq_job.id, f"image{i:02d}", image, job.formats, dicom, mg)
-        if insertions:
-            files += _write_generated_lesions(rt, rq_job.id, f"image{i:02d}", images[i], insertions[i], pipe, seed)
+        files += _write_image(rt.store, rq_job.id, stem, image, job.formats, None)
+        dicoms = write_generated_mambo(
+            folder,
+            stem,
+            image,
+            job.formats,
+            model_name=pipe.name,
+            model_version=pipe.version,
+            laterality=request.laterality,
+            view=job.view,  # MAMBO does not condition on the view: the request states what to record
+            seed=seed,
+            chest_wall=request.chest_wall,
+            pixel_spacing_mm=spacing,
+            description="MAMBO with inserted lesions" if insertions else "MAMBO",
+        )
+        files += [rt.store.record(p) for p in dicoms]
+        if insertions:  # with DICOM output, the masks as a SEG referencing the image's DICOM (MG if written)
+            image_dicom = dicoms[-1] if dicoms else None
+            files += _write_generated_lesions(rt, rq_job.id, stem, images[i], insertions[i], pipe, seed, image_dicom)
     summary = {
         "model": {"kind": "mambo", "name": pipe.name, "version": pipe.version},
         "seeds": list(request.options.seeds),
@@ -218,14 +213,23 @@ def _generate_mambo(job: GenerateJob, t0: float) -> dict[str, Any]:
 
 
 def _write_generated_lesions(
-    rt: WorkerRuntime, job_id: str, stem: str, healthy: np.ndarray, insertion: Any, pipe: Any, seed: int
+    rt: WorkerRuntime,
+    job_id: str,
+    stem: str,
+    healthy: np.ndarray,
+    insertion: Any,
+    pipe: Any,
+    seed: int,
+    image_dicom: Any = None,
 ) -> list[ResultFile]:
-    """Beside a generated image with lesions: its healthy twin, the label masks and lesions.json
-    (``models.lesion_outputs.write_generated``, as `mammogen generate --lesion` writes them)."""
+    """Beside a generated image with lesions: its healthy twin, the label masks, lesions.json and, when the
+    image was written as DICOM, the masks as a SEG referencing it (``models.lesion_outputs.write_generated``,
+    as `mammogen generate --lesion` writes them)."""
     from models.lesion_outputs import write_generated
 
     bundle = {"name": pipe.name, "version": pipe.version}
-    paths = write_generated(rt.store.job_dir(job_id), stem, healthy, insertion, bundle=bundle, seed=seed)
+    folder = rt.store.job_dir(job_id)
+    paths = write_generated(folder, stem, healthy, insertion, bundle=bundle, seed=seed, image_dicom=image_dicom)
     return [rt.store.record(p) for p in paths]
 
 

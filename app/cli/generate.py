@@ -6,7 +6,10 @@ Progress goes to stderr. ``--class`` picks the class of a class-conditional bund
 KIND:ROW,COL,DIAMETER_PX`` is inserted into every image after generation (``models.lesion_insertion``, as
 ``POST /generate`` with lesions does): the image file then holds the lesions, and beside it come
 ``<stem>_healthy.png`` (before insertion), ``<stem>_mask-01.png`` ... ``<stem>_mask-union.png`` and
-``<stem>_lesions.json`` (``models.lesion_outputs``).
+``<stem>_lesions.json`` (``models.lesion_outputs``). ``--format`` may add ``dicom`` (``<stem>.dcm``, Secondary
+Capture) and ``dicom-mg`` (``<stem>_mg.dcm``, Digital Mammography, with ``--view``), written as the service
+writes them; with lesions, ``<stem>_lesions_seg.dcm`` then holds the masks as a DICOM SEG referencing the
+image's DICOM (the MG object when both are written).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from app.cli.common import (
     sampling_options,
 )
 
-FORMATS = ("png", "npy")
+FORMATS = ("png", "npy", "dicom", "dicom-mg")
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -54,7 +57,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-skip-background", action="store_true", help="denoise tiles outside the breast too")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: settings, else auto)")
     add_acceleration_arguments(parser)
-    parser.add_argument("--format", type=_formats, default=("png",), help="comma list of png,npy")
+    parser.add_argument("--format", type=_formats, default=("png",), help="comma list of png,npy,dicom,dicom-mg")
+    parser.add_argument(
+        "--view", default=None, choices=("CC", "MLO"), help="the view DICOM records (needed by dicom-mg)"
+    )
     parser.add_argument("--class", dest="label", default=None, help="class of a class-conditional bundle")
     parser.add_argument(
         "--lesion",
@@ -73,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from app.settings import get_settings
     from models.bundle import load_bundle
     from models.errors import BadInputError
+    from models.imaging.dicom_write import write_generated_mambo
     from models.imaging.files import write_npy, write_png16
     from models.lesion_spec import LesionSpec
     from models.mambo import MamboPipeline
@@ -82,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     group_size = max(1, args.count) if args.images_per_batch is None else args.images_per_batch
     if group_size < 1:
         raise BadInputError("--images-per-batch must be >= 1")
+    if "dicom-mg" in args.format and args.view is None:
+        raise BadInputError("--format dicom-mg needs --view CC or MLO (the view the image records)")
     request = GenerationRequest(
         "mambo",
         args.height,
@@ -128,9 +137,27 @@ def run(args: argparse.Namespace) -> int:
                 files["png"] = str(write_png16(out / f"{stem}.png", image))
             if "npy" in args.format:
                 files["npy"] = str(write_npy(out / f"{stem}.npy", image))
+            dicoms = write_generated_mambo(
+                out,
+                stem,
+                image,
+                args.format,
+                model_name=bundle.name,
+                model_version=bundle.version,
+                laterality=request.laterality,
+                view=args.view,
+                seed=seed,
+                chest_wall=request.chest_wall,
+                pixel_spacing_mm=bundle.pixel_spacing_mm,
+                description="MAMBO with inserted lesions" if insertions else "MAMBO",
+            )
+            files.update({"dicom" if p.name == f"{stem}.dcm" else "dicom-mg": str(p) for p in dicoms})
             if insertions:
                 named = {"name": bundle.name, "version": bundle.version}
-                for path in write_generated(out, stem, healthy[i], insertions[i], bundle=named, seed=seed):
+                dicom = dicoms[-1] if dicoms else None  # the SEG references the MG object when both are written
+                for path in write_generated(
+                    out, stem, healthy[i], insertions[i], bundle=named, seed=seed, image_dicom=dicom
+                ):
                     files[path.name.removeprefix(f"{stem}_")] = str(path)
             images.append({"seed": seed, "files": files, "run": len(runs) - 1})
     report = {

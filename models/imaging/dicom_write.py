@@ -438,6 +438,44 @@ def write_synthetic_mg(
     return _save(ds, path)
 
 
+def write_generated_mambo(
+    out_dir: str | os.PathLike[str],
+    stem: str,
+    image01: np.ndarray,
+    formats: Sequence[str],
+    *,
+    model_name: str,
+    model_version: str,
+    laterality: Laterality,
+    view: View | None,
+    seed: int | None,
+    chest_wall: ChestWall | None,
+    pixel_spacing_mm: float | None = None,
+    description: str = "MAMBO",
+) -> list[Path]:
+    """A generated MAMBO image in the DICOM formats asked: ``<stem>.dcm`` (``dicom``, Secondary Capture) and
+    ``<stem>_mg.dcm`` (``dicom-mg``, Digital Mammography; needs ``view``, which the model does not condition
+    on: the request states what to record). The service's generate job and `mammogen generate` both write
+    through here."""
+    marks = {
+        "model_name": model_name,
+        "model_version": model_version,
+        "laterality": laterality,
+        "view": view,
+        "seed": seed,
+        "chest_wall": chest_wall,
+        "extra_description": description,
+    }
+    out, paths = Path(out_dir), []
+    if "dicom" in formats:
+        paths.append(write_synthetic_dicom(out / f"{stem}.dcm", image01, **marks))  # type: ignore[arg-type]
+    if "dicom-mg" in formats:
+        if view is None:
+            raise BadInputError("dicom-mg output of a MAMBO image needs view (CC or MLO) to record")
+        paths.append(write_synthetic_mg(out / f"{stem}_mg.dcm", image01, pixel_spacing_mm=pixel_spacing_mm, **marks))  # type: ignore[arg-type]
+    return paths
+
+
 def write_dualview_pair(
     out_dir: str | os.PathLike[str],
     cc01: np.ndarray,
