@@ -27,6 +27,7 @@ from torch import nn
 
 from models.devices import parse_dtype
 from models.errors import BadInputError
+from models.unet import null_class
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -332,11 +333,14 @@ def warm_up(net: PreparedUNet, size: tuple[int, int], batches: list[int]) -> Non
     bucket, autotunes cuDNN and creates the CPU kernels, so the first job pays none of it."""
     cfg = net.config
     t = torch.tensor(500, dtype=torch.long, device=net.device)  # 0-d, as the samplers pass it: the same graph
+    # a class-conditional network (lesion kinds, classes) needs labels, as the samplers always pass: "no class"
+    null = null_class(net)  # type: ignore[arg-type]
     # CUDA graph trees run a new graph once eagerly and record it on the next call: two calls per bucket
     calls = 2 if net.acceleration.compile_mode in CUDA_GRAPH_MODES and net.device.type == "cuda" else 1
     for batch in batches:
+        labels = None if null is None else torch.full((batch,), null, dtype=torch.long, device=net.device)
         for _ in range(calls):
-            net(torch.zeros(batch, cfg.in_channels, *size, device=net.device), t, return_dict=False)
+            net(torch.zeros(batch, cfg.in_channels, *size, device=net.device), t, labels, return_dict=False)
 
 
 def warmup_batches(acceleration: Acceleration, max_batch: int) -> list[int]:

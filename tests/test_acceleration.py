@@ -193,6 +193,18 @@ def test_warm_up_covers_every_batch_bucket_a_compiled_network_can_see(accel, max
     assert seen == batches
 
 
+def test_warm_up_gives_a_class_conditional_network_the_no_class_label():
+    """A lesion network (or a class-conditional stage) refuses a call without labels: warming passes "no
+    class", as the samplers do for the unconditional branch (else a worker could not load such a bundle)."""
+    torch.manual_seed(0)
+    unet = build_unet("tiny", in_channels=4, out_channels=1, sample_size=32, classes=3)
+    net = prepare_unet(unet, Acceleration())
+    seen: list[list[int]] = []
+    unet.register_forward_pre_hook(lambda _m, args, kw: seen.append(kw["class_labels"].tolist()), with_kwargs=True)
+    warm_up(net, (32, 32), [1, 2])
+    assert seen == [[3], [3, 3]]  # null_class: the last embedding
+
+
 def test_accelerate_prepares_the_lesion_network_too(tmp_path):
     """Insertion runs the bundle's lesion network: the CLI and the worker prepare it like the stage networks."""
     from models.bundle import create_random_bundle

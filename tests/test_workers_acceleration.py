@@ -99,6 +99,18 @@ def test_the_worker_reports_ready_only_after_its_networks_are_warmed(redis_conn,
         purge_queue(redis_conn, name)
 
 
+def test_a_bundle_with_a_lesion_network_loads_and_warms(tmp_path):
+    """`mammogen worker` loads every bundle at start-up (`load_all`); a MAMBO bundle with a lesion network
+    (class-conditional) failed its warm-up and left the worker without MAMBO (found by schemathesis)."""
+    from models.bundle import create_random_bundle
+
+    bundle = create_random_bundle(tmp_path / "b", preset="tiny", lesion_network=True, conditioning="aligned")
+    runtime = WorkerRuntime(ResultStore(tmp_path / "r"), {"mambo": bundle}, acceleration="auto")
+    runtime.load_all()
+    assert runtime.acceleration_info()["warmed"]["mambo"]["batches"] == [1]
+    assert "lesion_unet" in networks_of(runtime.mambo()) and runtime.lesion_inserter().kinds
+
+
 @pytest.mark.slow
 def test_compiled_batch_buckets_are_built_before_ready_and_reused_by_jobs(redis_conn, tmp_path, mambo_bundle):
     """With torch.compile (here on CPU, inductor), warming compiles every power-of-two bucket up to
