@@ -37,9 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from app.cli.common import add_sampling_arguments
+from app.cli.common import add_sampling_arguments, sampling_options
 
 MASS_KINDS = ("mass", "spiculated_mass")
+#: The anomaly maps' sampler and steps here: the service's lambda, seeds and threshold, but DDIM 50 (the
+#: service's default DDPM 1000 takes ~80 s a map on one CPU core, 128 maps would take hours).
+ANOMALY_SAMPLING = ("ddim", 50)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ QUICK_LESION_PLAN = LesionEvalPlan(cases=2, patch_size=32, example_views=2, zoom
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from models.options import SAMPLERS
     from training.lesions import EVAL_FIRST_SEED
 
     parser.add_argument("--bundle", type=Path, default=None, help="MAMBO bundle with a lesion network")
@@ -74,16 +78,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the phantom's own lesions as the insertion: what a perfect inserter scores",
     )
-    add_sampling_arguments(
-        parser, kind="insertion", sampler="ddim", steps=50, stitching=False, steps_help="insertion sampler steps"
-    )
+    add_sampling_arguments(parser, kind="insertion", stitching=False, steps_help="insertion sampler steps")
     parser.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance of insertion")
     parser.add_argument("--anomaly-lambda", type=int, default=None, help="anomaly noise level (default: the service's)")
     parser.add_argument(
-        "--anomaly-seeds", type=int, default=None, help="anomaly reconstructions (default: the service's)"
+        "--anomaly-seeds", type=int, default=None, help="anomaly reconstructions (default: the service's, 3)"
     )
     parser.add_argument(
-        "--anomaly-steps", type=int, default=None, help="anomaly sampler steps (default: the service's)"
+        "--anomaly-sampler",
+        default=None,
+        choices=SAMPLERS,
+        help=f"anomaly sampler (default {ANOMALY_SAMPLING[0]}: the service's DDPM 1000 costs 20x, past the budget)",
+    )
+    parser.add_argument(
+        "--anomaly-steps", type=int, default=None, help=f"anomaly sampler steps (default {ANOMALY_SAMPLING[1]})"
     )
     parser.add_argument("--patch-size", type=int, default=None, help="side of the lesion crops for KID (default 128)")
     parser.add_argument(
@@ -590,7 +598,6 @@ def run(args: argparse.Namespace) -> int:
     from models.imaging.files import atomic_write, write_png8
     from models.lesion_insertion import LesionInserter
     from models.mambo import MamboPipeline
-    from models.options import SamplingOptions
     from training.lesions import EVAL_FIRST_SEED, TRAIN_FIRST_SEED
     from training.phantoms import make_phantom_case
 
@@ -609,16 +616,19 @@ def run(args: argparse.Namespace) -> int:
     size = mambo.native_size
     if plan.patch_size > min(size):
         raise BadInputError(f"--patch-size {plan.patch_size} does not fit the {size[0]}x{size[1]} images")
-    steps = min(args.steps, 4) if args.quick else args.steps
-    guidance = SamplingOptions().guidance_scale if args.guidance_scale is None else args.guidance_scale
-    options = SamplingOptions(
-        sampler=args.sampler, steps=steps, eta=args.eta, max_batch=args.max_batch, guidance_scale=guidance
-    )
+    options = sampling_options(args, (0,))  # the insertion job's defaults (models.options.SAMPLING_DEFAULTS)
+    if args.quick:
+        options = replace(options, steps=min(options.steps, 4))
+    if args.guidance_scale is not None:
+        options = replace(options, guidance_scale=args.guidance_scale)
     cfg = service_defaults()["anomaly"]
+    service_sampler = f"{cfg.options.sampler} {cfg.options.steps}"
     n_seeds = args.anomaly_seeds or (1 if args.quick else len(cfg.options.seeds))
-    a_steps = args.anomaly_steps or (5 if args.quick else cfg.options.steps)
+    a_sampler = args.anomaly_sampler or ANOMALY_SAMPLING[0]
+    a_steps = args.anomaly_steps or (5 if args.quick else ANOMALY_SAMPLING[1])
     cfg = replace(cfg, lam=args.anomaly_lambda or cfg.lam)
-    cfg = replace(cfg, options=replace(cfg.options, seeds=tuple(range(n_seeds)), steps=a_steps))
+    a_options = replace(cfg.options, sampler=a_sampler, seeds=tuple(range(n_seeds)), steps=a_steps)
+    cfg = replace(cfg, options=a_options)
     extractor = _extractor("pixels" if args.quick and args.extractor == "auto" else args.extractor)
     weights = "RANDOM weights" if bundle.random_weights else "trained weights"
     bundle_desc = f"{bundle.name} {bundle.version} ({weights})"
@@ -636,7 +646,8 @@ def run(args: argparse.Namespace) -> int:
             "seed 2 x phantom seed + view (0 CC, 1 MLO)",
             "anomaly map": f"lambda {cfg.lam}, {cfg.options.sampler} {cfg.options.steps} steps, "
             f"{len(cfg.options.seeds)} seeds, {cfg.resolution} resolution, {cfg.post.residual} residual, "
-            f"per-image {cfg.threshold_mode} threshold (the service's settings unless overridden)",
+            f"per-image {cfg.threshold_mode} threshold (the service's lambda, seeds and threshold; its sampler is "
+            f"{service_sampler})",
             "KID features": extractor.identity,
             "quick": bool(args.quick),
         },
