@@ -248,3 +248,32 @@ def test_a_bundle_must_name_the_classes_of_a_class_conditional_network(tmp_path)
         save_bundle(tmp_path / "b", **common, classes={"dualview": ["a", "b", "c"]})
     path = save_bundle(tmp_path / "c", **common, classes={"dualview": ["a", "b"]})
     assert load_bundle(path).manifest["networks"]["dualview"]["classes"] == ["a", "b"]
+
+
+# -- the shipped demo lesion network ------------------------------------------------------------
+
+DEMO = "models/demo_bundles/demo-mambo"
+
+
+def test_the_demo_bundle_ships_a_lesion_network_within_the_size_budget():
+    from pathlib import Path
+
+    b = load_bundle(DEMO)
+    assert b.classes("lesion") == LESION_KINDS and b.network_info("lesion")["conditioning"] == "residual"
+    total = sum(p.stat().st_size for p in Path("models/demo_bundles").rglob("*") if p.is_file())
+    assert total <= 30_000_000
+
+
+@pytest.mark.slow
+def test_the_demo_lesion_network_draws_a_brighter_lesion_inside_the_mask_and_nothing_outside():
+    from training.lesions import EVAL_FIRST_SEED
+
+    view = make_phantom_case(EVAL_FIRST_SEED + 1, (768, 576), lesions=True, laterality="R").cc
+    mass = next(les for les in view.lesions if les.kind != "calcifications")
+    inserter = LesionInserter.from_bundle(DEMO)
+    lesion = LesionSpec(mass.kind, mass.center, mass.diameter_px)
+    result = inserter(view.healthy, [lesion], SamplingOptions(steps=10, seeds=(0,)))
+    change = result.image - view.healthy
+    mask = result.masks[0]
+    assert change[mask].mean() > 0.02  # a mass is denser than the tissue it lies on
+    assert np.array_equal(result.image[~result.edited], view.healthy[~result.edited])
