@@ -124,6 +124,8 @@ def test_a_request_naming_only_its_sampler_gets_that_samplers_steps_for_its_kind
     from models.options import SAMPLING_DEFAULTS, default_sampling
 
     assert default_sampling("anomaly") == ("ddpm", 1000)  # the recipe: lambda + 1 calls from lambda
+    for kind in ("mambo", "dualview", "superres"):  # bench steps on the demo bundles (docs/PERFORMANCE.md §7)
+        assert default_sampling(kind) == ("ddim", 50) and default_sampling(kind, "dpmsolver") == ("dpmsolver", 25)
     assert GenerateRequest(sampler="ddpm", seed=0).build_request().options.steps == 1000
     ddim = GenerateRequest(sampler="ddim", seed=0).build_request().options
     assert (ddim.sampler, ddim.steps) == ("ddim", SAMPLING_DEFAULTS["mambo"].steps["ddim"])

@@ -132,7 +132,7 @@ def steps_table(rows: list[dict[str, Any]]) -> str:
                 r["setting"],
                 str(r["items"]),
                 _f(r.get("model_evaluations"), 0),
-                _f(r.get("seconds"), 1),
+                _f(r.get("seconds"), 2),
                 _f(r.get("speedup_vs_baseline")),
                 _pm(r, "seam_ratio", 3),
                 _pm(r, "psnr_db_to_baseline", 1),
