@@ -51,6 +51,20 @@ def test_the_body_of_each_documented_refusal_matches_its_schema(client):
     assert r.status_code == 401 and set(r.json()) == {"error", "detail"}
 
 
+def test_a_body_that_cannot_be_decoded_is_the_documented_422(client):
+    """Bytes that are not JSON text (FastAPI's 400 "error parsing the body", found by schemathesis) and a
+    broken multipart are bad input: 422 ErrorBody, as documented; other HTTP errors keep their status."""
+    r = client.post("/generate", content=b"\xff\xfe\x1a", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"] == "bad_input", r.text
+    assert "the request body cannot be parsed" in r.json()["detail"]
+    broken = client.post(
+        "/insert-lesion", content=b"--x\r\nnot a part", headers={"Content-Type": "multipart/form-data; boundary=x"}
+    )
+    assert broken.status_code == 422 and set(broken.json()) == {"error", "detail"}, broken.text
+    assert client.get("/no-such-route").status_code == 404
+    assert client.put("/generate", json={}).status_code == 405
+
+
 def test_numeric_bounds_in_the_schema_are_the_servers(client):
     props = client.get("/openapi.json").json()["components"]["schemas"]["GenerateRequest"]["properties"]
     height = next(b for b in props["height"]["anyOf"] if b.get("type") == "integer")
