@@ -310,7 +310,7 @@ def _check_networks(kind: str, names: set[str]) -> None:
 
 def _check_classes(name: str, unet: UNet2DModel, classes: list[str] | None) -> None:
     """A class-conditional network needs its class names, one per embedding but the last; a classless none."""
-    embeds = unet.config.get("num_class_embeds")
+    embeds = getattr(unet.config, "num_class_embeds", None)
     if classes and (not embeds or len(classes) != embeds - 1):
         raise ValueError(f"network {name}: {len(classes)} class names for {embeds or 0} class embeddings (need n + 1)")
     if embeds and not classes:

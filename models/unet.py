@@ -77,7 +77,7 @@ def null_class(unet: UNet2DModel) -> int | None:
 
     Trained with label dropout, so the same network is the unconditional model of classifier-free guidance.
     """
-    n = unet.config.get("num_class_embeds")
+    n = getattr(unet.config, "num_class_embeds", None)
     return int(n) - 1 if n else None
 
 
