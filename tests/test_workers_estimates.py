@@ -48,3 +48,14 @@ def test_seconds_per_evaluation_are_measured_on_finished_jobs(redis_conn, dualvi
         assert queued_eta_seconds(queue, queued, 0) == pytest.approx(measured * cost.work, abs=0.1)
     finally:
         purge_queue(redis_conn, name)
+
+
+def test_a_dual_view_pair_costs_its_recorded_size_not_the_papers_256():
+    """Dual-view bundles record their pair size as geometry ``size`` (the demo's is 64): a 64 x 64 pair
+    is 1/16 of a 256-tile, so the estimate (ETAs, admission) must not take it for one."""
+    from workers.estimates import job_cost
+
+    job = dualview_job(steps=10)
+    assert job_cost(job, {"size": 64, "chest_wall": "left"}).work == pytest.approx(10 / 16)
+    assert job_cost(job, {"size": [64, 128]}).work == pytest.approx(10 / 8)
+    assert job_cost(job, {}).work == pytest.approx(10)  # nothing recorded: the paper's 256

@@ -63,9 +63,10 @@ def job_cost(job: JobRequest, geometry: dict[str, Any] | None, *, breast_fractio
     options = job.request.options
     steps, count = options.steps, len(options.seeds)
     if isinstance(job, GenerateJob) and job.request.model == "dualview":
-        side = int(g.get("s") or 256)
+        size = g.get("size") or g.get("s") or 256  # dual-view bundles record their pair size as "size"
+        h, w = (size, size) if isinstance(size, int | float) else (size[0], size[1])
         evaluations = steps * count
-        return JobCost(evaluations, evaluations * (side / 256) ** 2)
+        return JobCost(evaluations, evaluations * float(h) * float(w) / 256**2)
     geo = MamboGeometry.from_dict(
         {"s": 256, "k": 3, "overlap": 32, **{k: g[k] for k in ("s", "k", "overlap") if k in g}}
     )
