@@ -348,14 +348,12 @@ def patch_kid(crops: list[dict[str, Any]], extractor: Any) -> dict[str, Any]:
         return kernel_inception_distance(a, b, subsets=100, subset_size=1000, seed=0).mean
 
     out: dict[str, Any] = {"extractor": extractor.identity, "patch_size": int(crops[0]["real"].shape[0])}
-    groups = {"all kinds": crops, "masses": [c for c in crops if c["kind"] in MASS_KINDS]}
-    for group, cs in groups.items():
-        feats = {
-            k: extractor.extract([c[k] for c in cs]) if cs else np.zeros((0, 1))
-            for k in ("real", "inserted", "healthy")
-        }
-        half = np.array([c["case"] % 2 for c in cs], int)
-        a, b = half == 0, half == 1
+    every = {k: extractor.extract([c[k] for c in crops]) for k in ("real", "inserted", "healthy")}  # once
+    case_half = np.array([c["case"] % 2 for c in crops], int)
+    is_mass = np.array([c["kind"] in MASS_KINDS for c in crops], bool)
+    for group, keep in (("all kinds", np.ones(len(crops), bool)), ("masses", is_mass)):
+        feats = {k: f[keep] for k, f in every.items()}
+        a, b = case_half[keep] == 0, case_half[keep] == 1
         real_a, real_b = feats["real"][a], feats["real"][b]
         out[group] = {
             "patches": [int(a.sum()), int(b.sum())],
@@ -377,6 +375,15 @@ def seam_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out[kind] = {
             which: summarize([r["seam"][which]["ratio"] for r in rs]) for which in ("inserted", "real", "healthy")
         }
+        # per lesion, against the same ring on the same tissue before the edit: the location effect cancels
+        for which in ("inserted", "real"):
+            out[kind][f"paired_{which}_over_healthy"] = summarize(
+                [
+                    r["seam"][which]["ratio"] / r["seam"]["healthy"]["ratio"]
+                    for r in rs
+                    if r["seam"]["healthy"]["ratio"] > 0
+                ]
+            )
         out[kind]["lesions_without_a_comparison_ring"] = sum(r["seam"]["inserted"]["elsewhere"] == 0 for r in rs)
     return out
 
@@ -502,12 +509,14 @@ def format_report(report: dict[str, Any]) -> str:
         "Median [quartiles]; about 1: the edit border looks like any other tissue. The same ring on the real "
         "lesion view and on the healthy input beside it.",
         "",
-        "| Kind | Inserted | Real lesion | Healthy input | Rings without a comparison |",
-        "|---|---|---|---|---|",
+        "| Kind | Inserted | Real lesion | Healthy input | Inserted / healthy, paired | Real / healthy, paired | "
+        "Rings without a comparison |",
+        "|---|---|---|---|---|---|---|",
     ]
     for kind, d in report["seams"].items():
         lines.append(
             f"| {kind} | {_dist(d['inserted'])} | {_dist(d['real'])} | {_dist(d['healthy'])} | "
+            f"{_dist(d['paired_inserted_over_healthy'])} | {_dist(d['paired_real_over_healthy'])} | "
             f"{d['lesions_without_a_comparison_ring']} |"
         )
     if report["skipped"]:
