@@ -92,6 +92,9 @@ def test_the_oracle_insertion_scores_exactly_like_the_real_lesions(bundle, tmp_p
     for row in report["lesions"]:
         assert row["inserted_contrast_in_real_mask"] == pytest.approx(row["real"]["contrast"], abs=1e-6)
         assert row["seam"]["inserted"]["ratio"] == pytest.approx(row["seam"]["real"]["ratio"], nan_ok=True)
+    for group in report["contrast_size"].values():
+        assert group["paired_contrast_ratio_in_real_mask"]["median"] == pytest.approx(1.0)
+        assert group["paired_size_ratio"]["median"] == pytest.approx(1.0)
     assert report["anomaly"]["inserted"]["raw_intensity_auroc"] > 0.5  # the real lesions are brighter
 
 

@@ -290,6 +290,10 @@ def contrast_and_size(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "inserted_contrast": summarize(ins_c),
             "inserted_contrast_in_real_mask": summarize([r["inserted_contrast_in_real_mask"] for r in rs]),
             "paired_contrast_ratio": summarize([i / c for i, c in zip(ins_c, real_c, strict=True) if c > 0]),
+            # the same pixels for both (the real lesion's mask): 1 for a perfect inserter, whatever the mask shape
+            "paired_contrast_ratio_in_real_mask": summarize(
+                [r["inserted_contrast_in_real_mask"] / r["real"]["contrast"] for r in rs if r["real"]["contrast"] > 0]
+            ),
             "inserted_contrast_within_real_p5_p95": within,
             "asked_diameter": summarize([r["diameter_px"] for r in rs]),
             "real_mask_diameter": summarize([r["real"]["mask_diameter_px"] for r in rs]),
@@ -463,17 +467,20 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"- {k}: {v}" for k, v in h["settings"].items()]
     lines += ["", "### (a) Contrast and size, inserted vs the real phantom lesion at the same place", ""]
     lines += [
-        "Median [quartiles]. Contrast: mean change inside the mask against the healthy input (image units, 0-1); "
-        "size: equivalent diameter (px) of the half-maximum changed area.",
+        "Median [quartiles]. Contrast: mean change inside the mask against the healthy input (image units, 0-1), "
+        "each lesion in its own mask (inserted: the returned disc; real: the phantom's core), and the inserted "
+        "change inside the real lesion's mask (the same pixels); size: equivalent diameter (px) of the "
+        "half-maximum changed area.",
         "",
-        "| Kind | Lesions | Real contrast | Inserted contrast | Paired ratio | Inserted within real 5-95 % | "
-        "Real size | Inserted size | Paired size ratio | Asked diameter |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Kind | Lesions | Real contrast | Inserted contrast | Paired ratio | Paired ratio, real mask | "
+        "Inserted within real 5-95 % | Real size | Inserted size | Paired size ratio | Asked diameter |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, a in report["contrast_size"].items():
         lines.append(
             f"| {kind} | {a['lesions']} | {_dist(a['real_contrast'])} | {_dist(a['inserted_contrast'])} | "
-            f"{_dist(a['paired_contrast_ratio'])} | {a['inserted_contrast_within_real_p5_p95']:.0%} | "
+            f"{_dist(a['paired_contrast_ratio'])} | {_dist(a['paired_contrast_ratio_in_real_mask'])} | "
+            f"{a['inserted_contrast_within_real_p5_p95']:.0%} | "
             f"{_dist(a['real_changed_diameter'])} | {_dist(a['inserted_changed_diameter'])} | "
             f"{_dist(a['paired_size_ratio'])} | {_dist(a['asked_diameter'])} |"
         )
