@@ -35,7 +35,7 @@ from models.devices import Device
 from models.errors import BadInputError, BundleIntegrityError
 from models.geometry import area_downsample_image
 from models.intensity import IntensityMapping
-from models.lesion_spec import LesionSpec, check_lesions, feather, window_origin
+from models.lesion_spec import EDIT_MARGIN, MIN_MARGIN_PX, LesionSpec, check_lesions, feather, window_origin
 from models.mambo import MamboPipeline, OnMambo
 from models.options import SamplingOptions
 from models.preprocess import Preprocessed, preprocess_image
@@ -79,15 +79,22 @@ class LesionInserter(OnMambo):
     ) -> LesionInserter:
         return cls(MamboPipeline.from_bundle(bundle, device, dtype))
 
-    def check(self, image: np.ndarray, lesions: Sequence[LesionSpec], info: Any = None) -> Preprocessed:
-        """Every lesion insertable into ``image`` (kind known, on the image, in the breast, small enough)."""
-        prep = preprocess_image(np.asarray(image, np.float32), info, self.mambo.preprocess)
+    def prepare(self, image: np.ndarray, info: Any = None) -> Preprocessed:
+        """The image as the networks see it (the bundle's preprocessing chain), once per image."""
+        return preprocess_image(np.asarray(image, np.float32), info, self.mambo.preprocess)
+
+    def check(
+        self, image: np.ndarray, lesions: Sequence[LesionSpec], info: Any = None, prep: Preprocessed | None = None
+    ) -> Preprocessed:
+        """Every lesion insertable into ``image`` (kind known, on the image, in the breast, small enough);
+        ``prep``: the image already prepared (:meth:`prepare`), to check several lesion lists on one."""
+        prep = self.prepare(image, info) if prep is None else prep
         breast = prep.to_source(prep.mask).astype(bool)
         check_lesions(list(lesions), prep.source_shape, self.kinds, breast)
         g = self.mambo.geometry
         for n, les in enumerate(lesions, 1):
             if les.extent_px() > g.s * g.k:
-                biggest = (g.s * g.k - 2 * 3.0) / (1 + 2 * 0.7)
+                biggest = (g.s * g.k - 2 * MIN_MARGIN_PX) / (1 + 2 * max(EDIT_MARGIN.values()))
                 raise BadInputError(
                     f"lesion {n}: a {les.diameter_px:g} px {les.kind} needs a {les.extent_px():.0f} px edit region; "
                     f"this bundle edits at most {g.s * g.k} px (lesions up to about {biggest:.0f} px)"

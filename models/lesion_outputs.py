@@ -126,6 +126,8 @@ def report(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ``lesions.json`` (JSON-ready)."""
+    from models.imaging.files import json_default
+
     body = {
         "lesions": result.records,
         "edited_pixels": int(np.count_nonzero(result.edited)),
@@ -135,7 +137,7 @@ def report(
         **(extra or {}),
         "files": list(files),
     }
-    return json.loads(json.dumps(body, default=_plain))
+    return json.loads(json.dumps(body, default=json_default))
 
 
 def write_report(path: str | os.PathLike[str], body: dict[str, Any]) -> Path:
@@ -233,11 +235,3 @@ def write_seg(path: Path, result: Any, edited_dicom: Path, model_name: str, mode
         for n, r in enumerate(result.records, 1)
     ]
     return write_segments(path, result.masks, source, infos)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

@@ -30,7 +30,7 @@ from models.preprocess import DEFAULT_PREPROCESS, PreprocessConfig, preprocess_i
 from models.schedulers import RECIPE_SCHEDULE
 from training.datasets import InMemoryImages, MammoImage
 from training.export import export_bundle
-from training.loop import TrainConfig, train_stage
+from training.loop import TrainConfig, recipe_config, train_stage
 from training.phantoms import make_phantom_case
 
 DEMO_NOTE = "Trained on synthetic phantoms, not for research or clinical use."
@@ -65,23 +65,18 @@ class DemoPlan:
     version: str = "2.0.0"
 
     def ema_decay(self, stage: str) -> float:
-        return float(0.5 ** (1.0 / max(1.0, self.ema_half_life * self.steps[stage])))
+        return self.config(stage, 0).ema_decay
 
     def config(self, stage: str, seed: int) -> TrainConfig:
-        return TrainConfig(
-            steps=self.steps[stage],
+        return recipe_config(
+            self.steps[stage],
             batch_size=self.batch_size,
             lr=self.lr,
-            optimizer="adamw",
-            warmup_steps=min(self.warmup_steps, max(self.steps[stage] // 5, 1)),
+            warmup_steps=self.warmup_steps,
             lr_schedule=self.lr_schedule,  # type: ignore[arg-type]
-            grad_clip=1.0,
-            ema_decay=self.ema_decay(stage),
+            ema_half_life=self.ema_half_life,
             checkpoint_every=self.checkpoint_every,
-            sample_every=0,
-            log_every=10,
             seed=seed,
-            mixed_precision="auto",
             min_snr_gamma=self.min_snr_gamma,
         )
 

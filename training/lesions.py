@@ -274,17 +274,15 @@ class LesionPlan:
     checkpoint_every: int = 100
 
     def config(self, seed: int) -> Any:
-        from training.loop import TrainConfig
+        from training.loop import recipe_config
 
-        return TrainConfig(
-            steps=self.steps,
+        return recipe_config(
+            self.steps,
             batch_size=self.batch_size,
             lr=self.lr,
-            optimizer="adamw",
-            warmup_steps=min(self.warmup_steps, max(self.steps // 5, 1)),
+            warmup_steps=self.warmup_steps,
             lr_schedule="cosine",
-            grad_clip=1.0,
-            ema_decay=float(0.5 ** (1.0 / max(1.0, self.ema_half_life * self.steps))),
+            ema_half_life=self.ema_half_life,
             checkpoint_every=self.checkpoint_every,
             seed=seed,
         )

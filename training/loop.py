@@ -76,6 +76,35 @@ class TrainConfig:
         return cls(**known)
 
 
+def recipe_config(
+    steps: int,
+    *,
+    batch_size: int,
+    lr: float,
+    warmup_steps: int,
+    lr_schedule: LrSchedule,
+    ema_half_life: float,
+    checkpoint_every: int,
+    seed: int,
+    min_snr_gamma: float = 0.0,
+) -> TrainConfig:
+    """The project's recipe as a TrainConfig (docs/TRAINING.md): AdamW, grad clip 1, warm-up at most a fifth
+    of the run, and an EMA whose half-life is ``ema_half_life`` of the run whatever its length."""
+    return TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer="adamw",
+        warmup_steps=min(warmup_steps, max(steps // 5, 1)),
+        lr_schedule=lr_schedule,
+        grad_clip=1.0,
+        ema_decay=float(0.5 ** (1.0 / max(1.0, ema_half_life * steps))),
+        checkpoint_every=checkpoint_every,
+        seed=seed,
+        min_snr_gamma=min_snr_gamma,
+    )
+
+
 class BatchSource(Protocol):
     """Where training batches come from: a pure function of (seed, step, rank)."""
 

@@ -1,4 +1,4 @@
-"""Atomic file writes and the 16-bit PNG / NPY formats.
+"""Atomic file writes, the 16-bit PNG / NPY formats and JSON of numpy values.
 
 Every result file goes through ``atomic_write`` (temp file in the same folder + rename), so a
 reader never sees half a file and a crash never leaves one behind.
@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -99,3 +99,13 @@ def read_png(path_or_bytes: str | os.PathLike[str] | bytes) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[..., :3].mean(axis=-1)
     return arr.astype(np.float32)
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` for reports: numpy scalars and arrays as numbers and lists, anything else
+    as its text (a report never fails on a stray object)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

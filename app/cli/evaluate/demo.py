@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from app.cli.evaluate.gates import GATES, QUICK_PLAN, GateResult, GradingPlan, log, resize, service_defaults
-from models.imaging.files import write_png8
+from models.imaging.files import json_default, write_png8
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         result.seconds = round(time.monotonic() - t0, 1)
         results.append(result)
         # each gate on disk as soon as it ends: a long grading run keeps what it measured
-        (out / f"gate-{name}.json").write_text(json.dumps(result.to_dict(), indent=2, default=_jsonable) + "\n")
+        (out / f"gate-{name}.json").write_text(json.dumps(result.to_dict(), indent=2, default=json_default) + "\n")
         log(f"gate {name}: {'PASS' if result.passed else 'FAIL'} ({result.seconds} s)")
     header = {
         name: f"{b.name} {b.version}" + (" (RANDOM weights)" if b.random_weights else "") for name, b in bundles.items()
@@ -82,20 +82,12 @@ def run(args: argparse.Namespace) -> int:
     suffix = "" if gates == list(GATES) else "-" + "-".join(gates)
     (out / f"report{suffix}.md").write_text(text)
     payload = {"bundles": header, "plan": plan.__dict__, "gates": [r.to_dict() for r in results]}
-    (out / f"report{suffix}.json").write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    (out / f"report{suffix}.json").write_text(json.dumps(payload, indent=2, default=json_default) + "\n")
     for r in results:
         if r.showcase is not None:
             write_png8(out / f"showcase-{SHOWCASE_ORDER.index(r.gate)}.png", np.clip(r.showcase, 0.0, 1.0))
     write_showcase(out)
     return 0 if all(r.passed for r in results) else 1
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 def format_report(results: list[GateResult], bundles: dict[str, str], plan: GradingPlan) -> str:

@@ -148,9 +148,10 @@ def measure_view(
     real_masks = view_lesion_masks(view)
     specs = [LesionSpec(les.kind, les.center, les.diameter_px) for les in view.lesions]
     ok: list[int] = []
+    prep = inserter.prepare(view.healthy, info)
     for j, spec in enumerate(specs):
         try:
-            inserter.check(view.healthy, [spec], info)
+            inserter.check(view.healthy, [spec], info, prep)
             ok.append(j)
         except BadInputError as exc:
             out.skipped.append({"view": name, "kind": spec.kind, "diameter_px": spec.diameter_px, "reason": str(exc)})
@@ -577,14 +578,6 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
 # -- the command -------------------------------------------------------------------------------------
 
 
@@ -611,7 +604,7 @@ def run(args: argparse.Namespace) -> int:
     from models.bundle import load_bundle
     from models.devices import resolve_device
     from models.errors import BadInputError
-    from models.imaging.files import atomic_write, write_png8
+    from models.imaging.files import atomic_write, json_default, write_png8
     from models.lesion_insertion import LesionInserter
     from models.mambo import MamboPipeline
     from training.lesions import EVAL_FIRST_SEED, TRAIN_FIRST_SEED
@@ -707,7 +700,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "report.md", lambda f: f.write(text.encode()))
-    payload = json.dumps(report, indent=2, default=_jsonable) + "\n"
+    payload = json.dumps(report, indent=2, default=json_default) + "\n"
     atomic_write(out / "report.json", lambda f: f.write(payload.encode()))
     write_csv(out / "lesions.csv", rows)
     pictures = [o.picture for o in outcomes if o.picture is not None]
